@@ -1,0 +1,1 @@
+"""Method modules (PERL, prompt learners, adapters) and the CLIP backbone wrapper they share."""

@@ -1,0 +1,33 @@
+"""Shared start-up of the command-line tools: logging, and errors printed without a traceback."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from perlclip.errors import PerlclipError
+from perlclip.logs import setup_console_logging
+from perlclip.methods.clip_backbone import BackboneError
+
+logger = logging.getLogger("perlclip.tools")
+
+# Errors caused by input: printed as one line. Set PERLCLIP_DEBUG=1 to see their tracebacks.
+USER_ERRORS = (PerlclipError, BackboneError, ValueError, FileNotFoundError)
+
+
+def run_main(main: Callable[[], int | None]) -> None:
+    """Run a tool's `main`, turning input errors into a message and exit status 2."""
+    setup_console_logging()
+    try:
+        status = main()
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except USER_ERRORS as error:
+        if os.environ.get("PERLCLIP_DEBUG"):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(status or 0)

@@ -1,0 +1,152 @@
+"""Checkpoints: written atomically as plain data, read safely (ours and Dassl's).
+
+perlclip's checkpoints hold only tensors and plain values, so they load with
+`torch.load(weights_only=True)`. Checkpoints written by the original CoOp-family code (Dassl)
+pickle optimiser and scheduler objects, including a `defaultdict` of momentum buffers that
+`weights_only` loading rejects even with an allowlist. Those files are read with
+`DasslUnpickler`, which admits only the classes such files contain, turns the optimiser and
+scheduler objects into inert records (their code never runs), and refuses any other global with a
+message naming it. Checkpoints are data from others, never code.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from perlclip.cache import atomic_write_bytes
+from perlclip.errors import PerlclipError
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PREFIX = "model.pth.tar-"
+BEST_CHECKPOINT = "model-best.pth.tar"
+FORMAT = "perlclip-checkpoint-1"
+
+
+class CheckpointError(PerlclipError, RuntimeError):
+    """A checkpoint that is missing, unreadable or refused."""
+
+
+class InertObject:
+    """Stand-in for an optimiser or scheduler object found in a Dassl checkpoint.
+
+    Unpickling fills `state` with the object's attributes; no method of the original class runs.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self.args = args
+        self.state: Any = None
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"InertObject({type(self).__name__})"
+
+
+# Globals a Dassl checkpoint is allowed to contain, mapped to what they load as.
+_TENSOR_GLOBALS = {
+    ("torch._utils", "_rebuild_tensor"),
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("torch._utils", "_rebuild_parameter_with_state"),
+    ("torch", "Size"),
+    ("torch", "device"),
+}
+_PLAIN_GLOBALS = {
+    ("collections", "OrderedDict"),
+    ("collections", "defaultdict"),
+    ("builtins", "dict"),
+    ("builtins", "list"),
+    ("builtins", "set"),
+    ("builtins", "tuple"),
+    ("builtins", "int"),
+    ("builtins", "float"),
+    ("builtins", "bool"),
+    ("builtins", "str"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "dtype"),
+}
+_DTYPE_NAMES = {"float16", "float32", "float64", "bfloat16", "int64", "int32", "int8", "uint8", "bool", "half", "float", "long"}
+# Optimiser and scheduler classes (torch's and Dassl's) found in Dassl checkpoints; loaded inert.
+_INERT_MODULES = re.compile(r"^(torch\.optim(\.[a-z_]+)?|dassl\.optim(\.[a-z_]+)?)$")
+
+
+class DasslUnpickler(pickle.Unpickler):
+    """An unpickler that admits only tensors, plain containers and inert optimiser records."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _TENSOR_GLOBALS or (module, name) in _PLAIN_GLOBALS:
+            return super().find_class(module, name)
+        if module == "torch" and name in _DTYPE_NAMES:
+            return getattr(torch, name)
+        if _INERT_MODULES.match(module) and name[:1].isupper():
+            return type(name, (InertObject,), {"__module__": module})
+        raise pickle.UnpicklingError(
+            f"Refusing to load global '{module}.{name}' from a checkpoint: only tensors, plain "
+            f"containers and optimiser/scheduler records are allowed. If you trust the file and "
+            f"need this class, convert the checkpoint to a plain state dict first."
+        )
+
+
+class _DasslPickleModule:
+    """The `pickle_module` handed to `torch.load` for Dassl checkpoints."""
+
+    Unpickler = DasslUnpickler
+    UnpicklingError = pickle.UnpicklingError
+
+    @staticmethod
+    def load(file: io.IOBase, **kwargs: Any) -> Any:
+        return DasslUnpickler(file, **kwargs).load()
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write a checkpoint atomically (temporary file, then rename), so a crash never leaves half a file."""
+    buffer = io.BytesIO()
+    torch.save({**state, "format": FORMAT}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint, ours (weights only) or Dassl's (restricted unpickler).
+
+    Raises:
+        CheckpointError: the file is missing, corrupt, or contains a refused global.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as first_error:
+        logger.info("%s is not a plain-data checkpoint (%s); reading it as a Dassl checkpoint", path, str(first_error).splitlines()[0])
+    except (RuntimeError, EOFError, OSError) as error:
+        raise CheckpointError(f"Cannot read checkpoint {path}: {error}") from error
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=False, pickle_module=_DasslPickleModule)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(f"Refused checkpoint {path}: {error}") from error
+    except (RuntimeError, EOFError, OSError, AttributeError) as error:
+        raise CheckpointError(f"Cannot read checkpoint {path}: {error}") from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"Checkpoint {path} has no 'state_dict' entry; it is not a Dassl or perlclip checkpoint")
+    return checkpoint
+
+
+def checkpoint_epochs(folder: Path) -> list[int]:
+    """Return the epochs of `model.pth.tar-N` files in `folder`, ascending."""
+    if not folder.is_dir():
+        return []
+    epochs = []
+    for path in folder.iterdir():
+        if path.name.startswith(CHECKPOINT_PREFIX) and path.name[len(CHECKPOINT_PREFIX):].isdigit():
+            epochs.append(int(path.name[len(CHECKPOINT_PREFIX):]))
+    return sorted(epochs)
