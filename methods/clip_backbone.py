@@ -286,10 +286,19 @@ def _create_model(open_clip_name: str, tag: str | None, quick_gelu: bool, name: 
 
 
 def _load_weights(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items() if k not in _OPENAI_EXTRA_KEYS}
+    # Buffers that open_clip does not save (the causal mask) appear in TorchScript files; skip them.
+    unsaved = {name for name, _ in model.named_buffers()} - set(model.state_dict())
+    skipped = set(_OPENAI_EXTRA_KEYS) | unsaved
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items() if k not in skipped}
     if "logit_scale" in state and state["logit_scale"].shape != model.logit_scale.shape:
         state["logit_scale"] = state["logit_scale"].reshape(model.logit_scale.shape)
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:
+        raise BackboneError(
+            f"Weights file {source} does not match the architecture ({' '.join(str(error).split())}). "
+            f"Check MODEL.BACKBONE.NAME against the file."
+        ) from error
     if result.missing_keys or result.unexpected_keys:
         raise BackboneError(
             f"Weights file {source} does not match the architecture: missing keys "

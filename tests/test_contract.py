@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from conftest import TINY
-from perlclip.trainers import TRAINERS
-from perlclip.trainers import api
+from perlclip.trainers import TRAINERS, api
 
 CONTRACT_OPTS = [*TINY, "OPTIM.MAX_EPOCH", "1", "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "DATALOADER.TEST.BATCH_SIZE", "8"]
 

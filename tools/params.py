@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from perlclip.tools.common import run_main
 from perlclip.trainers import api

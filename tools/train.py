@@ -12,8 +12,7 @@ from __future__ import annotations
 import argparse
 
 from perlclip.tools.common import run_main
-from perlclip.trainers import TRAINERS
-from perlclip.trainers import api
+from perlclip.trainers import TRAINERS, api
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

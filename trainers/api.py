@@ -372,7 +372,7 @@ def _results_record(cfg, trainer, recipe, result, eval_only, model_dir, started)
         "output_dir": str(Path(cfg.OUTPUT_DIR).resolve()),
         "model_dir": str(Path(model_dir).resolve()) if model_dir is not None else None,
         "elapsed_seconds": time.time() - started,
-        "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
         "versions": library_versions(),
         "command": python_command(),

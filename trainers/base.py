@@ -321,7 +321,8 @@ class TrainerBase:
             self.fit()
             return
         self.before_train()
-        for self.epoch in range(self.start_epoch, self.max_epoch):
+        for epoch in range(self.start_epoch, self.max_epoch):
+            self.epoch = epoch
             self.before_epoch()
             epoch_start = time.time()
             metrics = self.run_epoch()

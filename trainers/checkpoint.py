@@ -11,6 +11,7 @@ message naming it. Checkpoints are data from others, never code.
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import logging
 import pickle
@@ -84,6 +85,8 @@ class DasslUnpickler(pickle.Unpickler):
     """An unpickler that admits only tensors, plain containers and inert optimiser records."""
 
     def find_class(self, module: str, name: str) -> Any:
+        # Protocol-2 pickles name Python 2 modules; map them as pickle itself does.
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         if (module, name) in _TENSOR_GLOBALS or (module, name) in _PLAIN_GLOBALS:
             return super().find_class(module, name)
         if module == "torch" and name in _DTYPE_NAMES:
