@@ -155,3 +155,14 @@ def test_fewshot_tool_prints_selection(shared_data: Path, capsys: pytest.Capture
     train, val, _ = read_split(shared_data / "dtd" / "split_zhou_DescribableTextures.json")
     expected_train, expected_val = sample_few_shot(train, val, 2, 0)
     assert printed == {"train": [list(i) for i in expected_train], "val": [list(i) for i in expected_val]}
+
+
+@pytest.mark.slow
+def test_perl_real_shape_vitb16_on_dtd(shared_data: Path, tmp_path: Path):
+    opts = ["MODEL.BACKBONE.NAME", "ViT-B-16", "OPTIM.MAX_EPOCH", "1", "TRAINER.PERL.STEPS", "1"]
+    results = _run("PERL", shared_data, tmp_path / "vitb16", opts=opts, shots=1, subsample="base")
+    assert results["trainable_params"] == 5892
+    assert results["total_params"] == 149_620_737 + 5892
+    assert results["num_test"] == 180
+    # Prefix 6 blocks + frozen suffix 6 + one step of 6 (with the token): ~1.5x a plain ViT-B/16 pass.
+    assert 45 < results["inference_gflops"] < 60
