@@ -12,5 +12,7 @@ class DescribableTextures(DatasetBase):
     dataset_dir = "dtd"
     image_dir = "images"
     split_file = "split_zhou_DescribableTextures.json"
-    image_source = "https://www.robots.ox.ac.uk/~vgg/data/dtd/ (dtd-r1.0.1.tar.gz, its images/ folder)"
+    image_source = "dtd-r1.0.1.tar.gz from https://www.robots.ox.ac.uk/~vgg/data/dtd/"
     template = "{} texture."
+    published_sizes = (2820, 1128, 1692)
+    published_classes = 47

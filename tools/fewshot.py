@@ -1,4 +1,4 @@
-"""Print the few-shot selection of a seed as JSON, reading only the split file.
+"""Print the few-shot selection of a seed as JSON, reading only the split file (ImageNet: its listing).
 
     python tools/fewshot.py --dataset-config eurosat --root DATA_DIR --shots 1 --seed 1
 
@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     root = dataset_cls.builtin_root(cache_root(cfg.CACHE_DIR)) or args.root or os.environ.get("DATA", "")
     if not root:
         raise DatasetError("No data root: pass --root DIR or set the DATA environment variable")
-    train, val, _ = read_items_only(dataset_cls, root)
+    if dataset_cls.test_only:
+        raise DatasetError(f"{cfg.DATASET.NAME} is a test-only dataset: it has no training images to select from")
+    train, val, _ = read_items_only(dataset_cls, root, cache_root(cfg.CACHE_DIR))
     train_sel, val_sel = sample_few_shot(train, val, args.shots, args.seed, val_from_train=dataset_cls.val_from_train)
     print(json.dumps({"train": [list(i) for i in train_sel], "val": [list(i) for i in val_sel]}, indent=1))
     return 0
