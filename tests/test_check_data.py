@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from dataset_trees import flatten_imagenet_val, imagenet_tree, small_split, split_tree
+
 from perlclip.datasets import DATASETS
 from perlclip.datasets.check import check_dataset, format_report
 from perlclip.tools import check_data

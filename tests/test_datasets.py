@@ -13,11 +13,18 @@ import random
 from pathlib import Path
 
 import pytest
+from dataset_trees import (
+    class_folders,
+    flatten_imagenet_val,
+    imagenet_tree,
+    small_split,
+    split_tree,
+    write_classnames,
+    write_image,
+)
 
-from dataset_trees import class_folders, flatten_imagenet_val, imagenet_tree, small_split, split_tree, write_classnames, write_image
 from perlclip.config import get_cfg_default, merge_file
-from perlclip.datasets import DATASETS, DatasetError
-from perlclip.datasets import listing
+from perlclip.datasets import DATASETS, DatasetError, listing
 from perlclip.datasets.fewshot import sample_few_shot, selection_key
 from perlclip.tools import fewshot as fewshot_tool
 from perlclip.trainers.api import dataset_config_path
