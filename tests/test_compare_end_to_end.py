@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
+
 from conftest import TINY
 from perlclip.tools import compare as compare_tool
 from perlclip.trainers import api
-from scipy import stats
 
 TRAINERS = ("ZeroshotCLIP", "CoOp", "PERL")
 SEEDS = (1, 2, 3)

@@ -21,11 +21,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from perlclip.tools.common import run_main
-
 from perlclip.analysis import FORMATS, CompareSettings, build_comparison, render, scan_coop_logs, scan_runs
 from perlclip.analysis.runs import AnalysisError
 from perlclip.analysis.stats import DEFAULT_BOOTSTRAP_SEED, DEFAULT_RESAMPLES
+from perlclip.tools.common import run_main
 
 logger = logging.getLogger("perlclip.tools.compare")
 
@@ -88,10 +87,9 @@ class TrainerParamCounter:
 
     @staticmethod
     def _count(trainer: str, backbone: str, opts: list[str], num_classes: int, shots: int) -> Mapping[str, int] | None:
+        from perlclip.config import flatten, get_cfg_default
         from perlclip.tools.common import USER_ERRORS
         from perlclip.trainers import TRAINERS, api
-
-        from perlclip.config import flatten, get_cfg_default
 
         if trainer not in TRAINERS:
             logger.warning("No parameter count for %s: perlclip has no such trainer; pass --params FILE", trainer)
