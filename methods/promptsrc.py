@@ -60,19 +60,19 @@ def gaussian_epoch_weights(num_epochs: int, mean: float, std: float) -> list[flo
     if num_epochs < 1:
         raise ValueError(f"OPTIM.MAX_EPOCH must be >= 1 for GPA, got {num_epochs}")
     if std <= 0:
-        raise ValueError(f"GPA_STD must be > 0, got {std}")
+        raise ValueError(f"TRAINER.PROMPTSRC.GPA_STD must be > 0, got {std}")
     density = [math.exp(-0.5 * ((epoch - mean) / std) ** 2) for epoch in range(1, num_epochs + 1)]
     total = sum(density)
     if total == 0.0:
         raise ValueError(
-            f"GPA_MEAN {mean} with GPA_STD {std} puts no weight on epochs 1..{num_epochs}; "
+            f"TRAINER.PROMPTSRC.GPA_MEAN {mean} with GPA_STD {std} puts no weight on epochs 1..{num_epochs}; "
             f"choose a mean inside the schedule or a larger std"
         )
     return [value / total for value in density]
 
 
 class GaussianPromptAggregation:
-    """Accumulates the weighted sum of parameters over epochs (GPA).
+    """The weighted sum of parameters over epochs (GPA).
 
     `add(epoch, params)` adds w_epoch times each tensor (epoch is 0-based); `result()` returns
     the sum. The state is plain tensors, so it is saved with the checkpoints for `--resume`.

@@ -14,6 +14,8 @@ How to add a trainer (one file in `trainers/`, imported in `trainers/__init__.py
    or `forward_backward(batch)` for anything more unusual (several optimisers, gradient surgery).
 4. Override `model_inference(images)` when `self.model(images)` does not return the logits; it may
    return a mapping with "logits" plus other named logits whose accuracies are also reported.
+5. When checkpoints of the method's original code use other key names, set
+   `original_checkpoint_layout` to a `CheckpointLayout` that maps them (trainers/maple.py).
 
 Training-free trainers set `trains = False` and put their fitting in `fit()`. Everything else
 (device and precision, seeding per epoch, checkpoints, resume, evaluation, results) is here.
