@@ -61,13 +61,12 @@ def gaussian_epoch_weights(num_epochs: int, mean: float, std: float) -> list[flo
         raise ValueError(f"OPTIM.MAX_EPOCH must be >= 1 for GPA, got {num_epochs}")
     if std <= 0:
         raise ValueError(f"TRAINER.PROMPTSRC.GPA_STD must be > 0, got {std}")
-    density = [math.exp(-0.5 * ((epoch - mean) / std) ** 2) for epoch in range(1, num_epochs + 1)]
+    # Log densities shifted by their maximum, so that a mean far outside the schedule still gives
+    # weights that sum to 1 instead of underflowing to 0.
+    logs = [-0.5 * ((epoch - mean) / std) ** 2 for epoch in range(1, num_epochs + 1)]
+    peak = max(logs)
+    density = [math.exp(value - peak) for value in logs]
     total = sum(density)
-    if total == 0.0:
-        raise ValueError(
-            f"TRAINER.PROMPTSRC.GPA_MEAN {mean} with GPA_STD {std} puts no weight on epochs 1..{num_epochs}; "
-            f"choose a mean inside the schedule or a larger std"
-        )
     return [value / total for value in density]
 
 
