@@ -5,8 +5,9 @@ model frozen, and exposes the pieces that parameter-efficient methods need:
 
 - text: tokenisation, token embeddings, and encoding from prompt embeddings;
 - vision (ViT): patch embedding, running a range of blocks, and pooling;
-- `BlockHooks`: per-block callbacks (tokens before a block, adapters after it, parameter
-  substitution and an additive q/k/v delta for LoRA) applied without patching open_clip.
+- `BlockHooks`: per-block callbacks (tokens before a block, adapters after it or parallel to
+  it, parameter substitution and an additive q/k/v delta for LoRA) applied without patching
+  open_clip.
 
 This is the only file that touches open_clip's model attributes; if a future open_clip renames
 them, this file is the one to change. Widths and depths are read from the model, never assumed.
@@ -78,12 +79,16 @@ class BlockHooks:
             with them, so a zero change gives bit-identical outputs.
         qkv_delta: `h -> delta` added to the fused q/k/v projection of the normalised block input
             `h` (shape `(B, L, 3 * width)`); the block then runs the wrapper's attention code.
+        parallel: `h -> delta` on the block input normalised by the block's first LayerNorm
+            (`ln_1`), added to the block's output before `after` runs (MMA's adapters read the
+            block input this way and add to its output).
     """
 
     before: Mapping[int, Callable[[Tensor], Tensor]] = field(default_factory=dict)
     after: Mapping[int, Callable[[Tensor], Tensor]] = field(default_factory=dict)
     params: Mapping[int, Callable[[], dict[str, Tensor]]] = field(default_factory=dict)
     qkv_delta: Mapping[int, Callable[[Tensor], Tensor]] = field(default_factory=dict)
+    parallel: Mapping[int, Callable[[Tensor], Tensor]] = field(default_factory=dict)
 
 
 NO_HOOKS = BlockHooks()
@@ -442,8 +447,16 @@ class ClipBackbone(nn.Module):
 
     # ---- vision (ViT) ---------------------------------------------------------------------------
 
-    def embed_image(self, images: Tensor) -> Tensor:
-        """Return the tokens entering the first vision block, `(B, 1 + num_patches, vision_width)`."""
+    def embed_image(self, images: Tensor, prompts: Tensor | None = None) -> Tensor:
+        """Return the tokens entering the first vision block, `(B, 1 + num_patches [+ n], vision_width)`.
+
+        Args:
+            images: `(B, 3, H, W)`.
+            prompts: optional learned tokens, `(n, vision_width)` shared by the batch or
+                `(B, n, vision_width)`, appended after the patch tokens and before the pre-norm
+                `ln_pre`, which is where VPT-style methods (MaPLe, IVLP, PromptSRC) insert their
+                first-layer prompts. A `BlockHooks.before[0]` hook would see them after `ln_pre`.
+        """
         self._require_vit()
         visual = self.model.visual
         x = visual.conv1(images.to(visual.conv1.weight.dtype))  # (B, W, grid, grid)
@@ -452,6 +465,10 @@ class ClipBackbone(nn.Module):
         x = torch.cat([cls, x], dim=1)  # (B, 1 + grid * grid, W)
         x = x + visual.positional_embedding.to(x.dtype)
         x = visual.patch_dropout(x)
+        if prompts is not None:
+            if prompts.dim() == 2:
+                prompts = prompts.unsqueeze(0).expand(x.shape[0], -1, -1)
+            x = torch.cat([x, prompts.to(x.dtype)], dim=1)  # (B, 1 + grid * grid + n, W)
         return visual.ln_pre(x)
 
     def run_vision_blocks(self, x: Tensor, start: int = 0, end: int | None = None, hooks: BlockHooks = NO_HOOKS) -> Tensor:
@@ -498,12 +515,15 @@ class ClipBackbone(nn.Module):
             block = blocks[index]
             if index in hooks.before:
                 x = hooks.before[index](x)
+            branch = hooks.parallel[index](block.ln_1(x)) if index in hooks.parallel else None
             if index in hooks.qkv_delta:
                 x = _block_with_qkv_delta(block, x, mask, hooks.qkv_delta[index])
             elif index in hooks.params:
                 x = functional_call(block, hooks.params[index](), (x,), {"attn_mask": mask}, strict=False)
             else:
                 x = block(x, attn_mask=mask)
+            if branch is not None:
+                x = x + branch
             if index in hooks.after:
                 x = hooks.after[index](x)
         return x

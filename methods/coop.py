@@ -4,6 +4,10 @@ M context vectors, shared by all classes (or one set per class with `csc`), repl
 a hand-written prompt; the frozen text encoder turns "[ctx] [class]." into class weights. Random
 context vectors are drawn from N(0, 0.02); `ctx_init` ("a photo of a") initialises them from the
 words' embeddings and sets M to the number of words.
+
+`PromptLearner` and `PromptedCLIP` are also the base of the CoOp-like methods (CoCoOp, KgCoOp,
+ProGrad) and of the deep-prompt methods (MaPLe, IVLP, PromptSRC, CoPrompt), which override
+`PromptedCLIP.text_hooks` and `PromptedCLIP.encode_images`.
 """
 
 from __future__ import annotations
@@ -14,10 +18,35 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .clip_backbone import ClipBackbone
+from .clip_backbone import NO_HOOKS, BlockHooks, ClipBackbone
 from .zeroshot import clean_classname
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
+# Prompts encoded at once when gradients are off (evaluation): bounds the text encoder's memory
+# for 1,000 ImageNet classes, where CoOp's users ran out of memory.
+TEXT_CHUNK_SIZE = 256
+
+
+def encode_prompts(
+    backbone: ClipBackbone,
+    prompts: Tensor,
+    tokenized_prompts: Tensor,
+    hooks: BlockHooks = NO_HOOKS,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """Encode prompt embeddings `(N, L, width)` to text features `(N, embed_dim)`, not normalised.
+
+    With `chunk_size`, `chunk_size` prompts go through the text encoder at a time. Hooks must
+    work on any number of prompts (deep prompts expand to the chunk).
+    """
+    eot = backbone.eot_indices(tokenized_prompts)
+    if chunk_size is None or prompts.shape[0] <= chunk_size:
+        return backbone.encode_text_embeddings(prompts, eot, hooks)
+    parts = [
+        backbone.encode_text_embeddings(prompts[start : start + chunk_size], eot[start : start + chunk_size], hooks)
+        for start in range(0, prompts.shape[0], chunk_size)
+    ]
+    return torch.cat(parts)
 
 
 class PromptLearner(nn.Module):
@@ -26,6 +55,11 @@ class PromptLearner(nn.Module):
     The class-dependent pieces (`token_prefix`, `token_suffix`, `tokenized_prompts`) are
     non-persistent buffers rebuilt by `set_classnames`, so a checkpoint carries only `ctx` and
     can be evaluated on other classes (base -> new).
+
+    With `ctx_init`, CoOp (`n_ctx_from_init=True`) learns one vector per word of `ctx_init`. The
+    MaPLe family (`n_ctx_from_init=False`) keeps `n_ctx`: the first `n_ctx` tokens of `ctx_init`
+    become the learned vectors and the rest of `ctx_init` stays in the prompt text, so N_CTX 2
+    with "a photo of a" learns "a photo" and keeps "of a".
     """
 
     def __init__(
@@ -37,6 +71,7 @@ class PromptLearner(nn.Module):
         csc: bool = False,
         class_token_position: str = "end",
         init_std: float = 0.02,
+        n_ctx_from_init: bool = True,
     ):
         super().__init__()
         if class_token_position not in CLASS_TOKEN_POSITIONS:
@@ -45,8 +80,14 @@ class PromptLearner(nn.Module):
         width = backbone.text_width
         ctx_init = ctx_init.replace("_", " ").strip()
         if ctx_init:
-            words = ctx_init.split(" ")
-            n_ctx = len(words)
+            init_tokens = len(backbone.tokenizer.encode(ctx_init))
+            if n_ctx_from_init:
+                n_ctx = len(ctx_init.split(" "))
+            elif not 1 <= n_ctx <= init_tokens:
+                raise ValueError(
+                    f"N_CTX {n_ctx} must be between 1 and the {init_tokens} tokens of CTX_INIT {ctx_init!r}; "
+                    f"lower N_CTX, or set CTX_INIT '' for {n_ctx} randomly initialised vectors"
+                )
             with torch.no_grad():
                 embedding = backbone.embed_tokens(backbone.tokenize([ctx_init]))
             ctx_vectors = embedding[0, 1 : 1 + n_ctx].clone()  # (n_ctx, width)
@@ -82,9 +123,15 @@ class PromptLearner(nn.Module):
         self.register_buffer("token_suffix", embedding[:, 1 + self.n_ctx :], persistent=False)  # class, ".", end
         self.n_cls = len(names)
 
-    def forward(self) -> Tensor:
-        """Return the prompt embeddings `(num_classes, context_length, width)`."""
-        ctx = self.ctx if self.ctx.dim() == 3 else self.ctx.unsqueeze(0).expand(self.n_cls, -1, -1)
+    def forward(self, ctx: Tensor | None = None) -> Tensor:
+        """Return the prompt embeddings `(num_classes, context_length, width)`.
+
+        Args:
+            ctx: context vectors `(n_ctx, width)` to use in place of `self.ctx` (CoCoOp's
+                per-image context); `self.ctx` when None.
+        """
+        ctx = self.ctx if ctx is None else ctx
+        ctx = ctx if ctx.dim() == 3 else ctx.unsqueeze(0).expand(self.n_cls, -1, -1)
         prefix, suffix = self.token_prefix, self.token_suffix
         if self.class_token_position == "end":
             return torch.cat([prefix, ctx, suffix], dim=1)
@@ -105,8 +152,10 @@ class PromptLearner(nn.Module):
 class PromptedCLIP(nn.Module):
     """CLIP with a prompt learner on the text side: logits = scale * image @ text^T.
 
-    In eval mode without gradients the class weights are computed once and reused until the
-    module is switched back to training or its prompts change.
+    In eval mode without gradients the class weights are computed once, `TEXT_CHUNK_SIZE`
+    prompts at a time, and reused until the module is switched back to training or its prompts
+    change. Subclasses add deep prompts or adapters by overriding `text_hooks`, `encode_texts`
+    and `encode_images`.
     """
 
     def __init__(self, backbone: ClipBackbone, prompt_learner: nn.Module):
@@ -123,17 +172,29 @@ class PromptedCLIP(nn.Module):
         self.prompt_learner.set_classnames(classnames)
         self._text_cache = None
 
+    def text_hooks(self) -> BlockHooks:
+        """Return the text encoder's per-block callbacks (none for CoOp)."""
+        return NO_HOOKS
+
+    def encode_texts(self) -> Tensor:
+        """Return the class weights `(num_classes, embed_dim)`, not normalised."""
+        chunk_size = None if torch.is_grad_enabled() else TEXT_CHUNK_SIZE
+        tokens = self.prompt_learner.tokenized_prompts
+        return encode_prompts(self.backbone, self.prompt_learner(), tokens, self.text_hooks(), chunk_size)
+
+    def encode_images(self, images: Tensor) -> Tensor:
+        """Return image features `(B, embed_dim)`, not normalised."""
+        return self.backbone.encode_image(images)
+
     def text_features(self) -> Tensor:
         """Return normalised class weights `(num_classes, embed_dim)`."""
         if self._text_cache is not None and not self.training and not torch.is_grad_enabled():
             return self._text_cache
-        prompts = self.prompt_learner()
-        features = self.backbone.encode_text_embeddings(prompts, self.backbone.eot_indices(self.prompt_learner.tokenized_prompts))
-        features = F.normalize(features, dim=-1)
+        features = F.normalize(self.encode_texts(), dim=-1)
         if not self.training and not torch.is_grad_enabled():
             self._text_cache = features
         return features
 
     def forward(self, images: Tensor) -> Tensor:
-        image_features = F.normalize(self.backbone.encode_image(images), dim=-1)
+        image_features = F.normalize(self.encode_images(images), dim=-1)
         return self.backbone.logit_scale * image_features @ self.text_features().t()

@@ -14,6 +14,8 @@ How to add a trainer (one file in `trainers/`, imported in `trainers/__init__.py
    or `forward_backward(batch)` for anything more unusual (several optimisers, gradient surgery).
 4. Override `model_inference(images)` when `self.model(images)` does not return the logits; it may
    return a mapping with "logits" plus other named logits whose accuracies are also reported.
+5. When checkpoints of the method's original code use other key names, set
+   `original_checkpoint_layout` to a `CheckpointLayout` that maps them (trainers/maple.py).
 
 Training-free trainers set `trains = False` and put their fitting in `fit()`. Everything else
 (device and precision, seeding per epoch, checkpoints, resume, evaluation, results) is here.
@@ -44,6 +46,7 @@ from .checkpoint import (
     BEST_CHECKPOINT,
     CHECKPOINT_PREFIX,
     CheckpointError,
+    CheckpointLayout,
     checkpoint_epochs,
     load_checkpoint,
     save_checkpoint,
@@ -94,6 +97,8 @@ class TrainerBase:
     supports_new_classes: ClassVar[bool] = True
     # Checkpoint keys that depend on the class list and are rebuilt, not loaded (CoOp's prompt pieces).
     class_dependent_keys: ClassVar[tuple[str, ...]] = ()
+    # Key layout of checkpoints written by the method's original code, converted on load (MaPLe's).
+    original_checkpoint_layout: ClassVar[CheckpointLayout | None] = None
 
     def __init__(
         self,
@@ -265,11 +270,19 @@ class TrainerBase:
             optim.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        self.step_optimizers(names)
+
+    def step_optimizers(self, names: Iterable[str] | None = None) -> None:
+        """Step the optimisers on the gradients already in `.grad` (scaled by the fp16 scaler when it exists)."""
+        names = list(self._models) if names is None else list(names)
+        optims = [self._optims[n] for n in names if self._optims[n] is not None]
+        if self.scaler is not None:
             for optim in optims:
                 self.scaler.step(optim)
             self.scaler.update()
         else:
-            loss.backward()
             for optim in optims:
                 optim.step()
 
@@ -412,8 +425,17 @@ class TrainerBase:
         for name, module in self._models.items():
             path = self._checkpoint_path(Path(directory), name, epoch, prefer_best)
             checkpoint = load_checkpoint(path, map_location=self.device)
-            state = {k: v for k, v in checkpoint["state_dict"].items() if k not in self.class_dependent_keys}
-            result = module.load_state_dict(state, strict=False)
+            state = checkpoint["state_dict"]
+            if self.original_checkpoint_layout is not None:
+                state = self.original_checkpoint_layout.convert(state)
+            state = {k: v for k, v in state.items() if k not in self.class_dependent_keys}
+            try:
+                result = module.load_state_dict(state, strict=False)
+            except RuntimeError as error:  # shape mismatches
+                raise CheckpointError(
+                    f"Checkpoint {path} does not fit {self.name}'s {name!r}: {error}. Was it trained with "
+                    f"other prompt lengths or depths? Use the recipe it was trained with."
+                ) from error
             if result.missing_keys or result.unexpected_keys:
                 raise CheckpointError(
                     f"Checkpoint {path} does not fit {self.name}'s {name!r}: missing keys {result.missing_keys}, "

@@ -16,6 +16,8 @@ import io
 import logging
 import pickle
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +155,66 @@ def checkpoint_epochs(folder: Path) -> list[int]:
         if path.name.startswith(CHECKPOINT_PREFIX) and path.name[len(CHECKPOINT_PREFIX):].isdigit():
             epochs.append(int(path.name[len(CHECKPOINT_PREFIX):]))
     return sorted(epochs)
+
+
+@dataclass(frozen=True)
+class CheckpointLayout:
+    """The key layout of checkpoints written by a method's original code, and how to read it.
+
+    The original MaPLe-family trainers save the whole model (frozen CLIP included) under keys
+    such as `prompt_learner.ctx`, and keep per-layer prompts as separate tensors that perlclip
+    stacks into one. `convert` rewrites such a state dict into the trainer's own keys; keys in
+    perlclip's layout match none of the patterns and pass through unchanged.
+
+    Attributes:
+        renames: `(pattern, replacement)` pairs; a key that fully matches `pattern` becomes
+            `re.sub(pattern, replacement, key)`. The first matching pair wins.
+        stacks: `(pattern, target, offset)`: tensors whose keys fully match `pattern` are
+            stacked along a new first dimension into `target`, at the index captured by the
+            pattern's one group plus `offset` (or at `offset` when the pattern has no group).
+        frozen_prefixes: prefixes of keys that hold frozen weights (the backbone, class-name
+            buffers); such keys are dropped.
+    """
+
+    renames: tuple[tuple[str, str], ...] = ()
+    stacks: tuple[tuple[str, str, int], ...] = ()
+    frozen_prefixes: tuple[str, ...] = ()
+
+    def convert(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """Return `state` with original keys renamed, per-layer tensors stacked and frozen keys dropped."""
+        converted: dict[str, Any] = {}
+        stacked: dict[str, dict[int, torch.Tensor]] = {}
+        dropped = 0
+        for key, value in state.items():
+            target = self._rename(key)
+            if target is not None:
+                converted[target] = value
+                continue
+            placed = self._stack_index(key)
+            if placed is not None:
+                stacked.setdefault(placed[0], {})[placed[1]] = value
+            elif key.startswith(self.frozen_prefixes):
+                dropped += 1
+            else:
+                converted[key] = value
+        for target, layers in stacked.items():
+            indices = sorted(layers)
+            if indices != list(range(len(indices))):
+                raise CheckpointError(f"Per-layer tensors for {target!r} have layer indices {indices}; expected 0..{len(indices) - 1}")
+            converted[target] = torch.stack([layers[i] for i in indices])
+        if dropped or stacked:
+            logger.info("Read a checkpoint of the original code: %d frozen entries ignored, %d per-layer groups stacked", dropped, len(stacked))
+        return converted
+
+    def _rename(self, key: str) -> str | None:
+        for pattern, replacement in self.renames:
+            if re.fullmatch(pattern, key):
+                return re.sub(pattern, replacement, key)
+        return None
+
+    def _stack_index(self, key: str) -> tuple[str, int] | None:
+        for pattern, target, offset in self.stacks:
+            match = re.fullmatch(pattern, key)
+            if match:
+                return target, (int(match.group(1)) if match.groups() else 0) + offset
+        return None
