@@ -472,11 +472,14 @@ def test_log_parameters_counted_by_trainer(tmp_path: Path):
 
     write_log(tmp_path, "train_base", "CoOp", 1, dassl_log("CoOp", 1, "base", 80.0, n_ctx=4, backbone="test-tiny-vit"))
     write_log(tmp_path, "train_base", "MaPLe", 1, dassl_log("MaPLe", 1, "base", 81.0, backbone="test-tiny-vit"))
+    write_log(tmp_path, "train_base", "TCP", 1, dassl_log("TCP", 1, "base", 82.0, backbone="test-tiny-vit"))
     runs = {run.trainer: run for run in scan_coop_logs([tmp_path], counter=TrainerParamCounter())}
     # CoOp trains n_ctx context vectors of the text width (64 in test-tiny-vit.json): 4 * 64.
     assert runs["CoOp"].trainable_params == 256
-    # perlclip has no MaPLe trainer yet, so its count stays unknown instead of guessed.
-    assert runs["MaPLe"].trainable_params is None
+    # MaPLe: 2 text tokens and a 64 -> 96 projection in each of 9 layers of the tiny model.
+    assert runs["MaPLe"].trainable_params == 9 * (2 * 64 + 64 * 96 + 96)
+    # perlclip has no TCP trainer, so its count stays unknown instead of guessed.
+    assert runs["TCP"].trainable_params is None
 
 
 def test_compare_cli_writes_csv(tmp_path: Path):
