@@ -195,6 +195,9 @@ class PromptedCLIP(nn.Module):
             self._text_cache = features
         return features
 
+    def logits_from_features(self, features: Tensor) -> Tensor:
+        """Return the logits `(B, num_classes)` from frozen image features `(B, embed_dim)`."""
+        return self.backbone.logit_scale * F.normalize(features, dim=-1) @ self.text_features().t()
+
     def forward(self, images: Tensor) -> Tensor:
-        image_features = F.normalize(self.encode_images(images), dim=-1)
-        return self.backbone.logit_scale * image_features @ self.text_features().t()
+        return self.logits_from_features(self.encode_images(images))

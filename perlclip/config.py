@@ -38,6 +38,7 @@ PER_RUN_KEYS = (
     "DEVICE",
     "USE_CUDA",
     "CACHE_DIR",
+    "FEATURE_CACHE",
     "DATASET.ROOT",
     "DATASET.NUM_SHOTS",
     "DATASET.SUBSAMPLE_CLASSES",
@@ -63,6 +64,8 @@ def _base_defaults() -> CN:
     _C.VERBOSE = True
     # Cache folder; empty means $PERLCLIP_CACHE, else ~/.cache/perlclip (see perlclip/cache.py).
     _C.CACHE_DIR = ""
+    # Store frozen image features under CACHE_DIR/features and reuse them across runs (trainers/feature_cache.py).
+    _C.FEATURE_CACHE = True
 
     _C.INPUT = CN()
     # Input (height, width) in pixels.
@@ -176,21 +179,35 @@ def _base_defaults() -> CN:
 # Trainer nodes, keyed by node name ("PERL", "COOP"), each a builder returning a fresh CfgNode.
 _TRAINER_NODES: dict[str, Callable[[], CN]] = {}
 _NODE_OWNERS: dict[str, str] = {}
+# Node names given explicitly to `register_trainer_node`, keyed by trainer name.
+_EXPLICIT_NODE_NAMES: dict[str, str] = {}
 
 
 def node_name(trainer_name: str) -> str:
-    """Return the config node name of a trainer: upper snake case (`CLIP-LoRA` -> `CLIP_LORA`)."""
+    """Return the config node name of a trainer: upper snake case (`CLIP-LoRA` -> `CLIP_LORA`).
+
+    A name given explicitly to `register_trainer_node` wins (`LinearProbe` -> `LINEAR_PROBE`).
+    """
+    if trainer_name in _EXPLICIT_NODE_NAMES:
+        return _EXPLICIT_NODE_NAMES[trainer_name]
     return "".join(ch if ch.isalnum() else "_" for ch in trainer_name).upper()
 
 
-def register_trainer_node(trainer_name: str, builder: Callable[[], CN]) -> None:
-    """Declare the `TRAINER.<NODE>` defaults of a trainer (called from the trainer's own module)."""
-    node = node_name(trainer_name)
-    owner = _NODE_OWNERS.get(node)
+def register_trainer_node(trainer_name: str, builder: Callable[[], CN], node: str | None = None) -> None:
+    """Declare the `TRAINER.<NODE>` defaults of a trainer (called from the trainer's own module).
+
+    `node` names the node explicitly, for trainers whose name has no separators to split at.
+    """
+    if node is not None and (node != node.upper() or not node.replace("_", "").isalnum()):
+        raise ConfigError(f"Config node names are upper snake case like LINEAR_PROBE, got {node!r}")
+    resolved = node if node is not None else node_name(trainer_name)
+    owner = _NODE_OWNERS.get(resolved)
     if owner is not None and owner != trainer_name:
-        raise ConfigError(f"Config node TRAINER.{node} is already declared by trainer {owner!r}")
-    _TRAINER_NODES[node] = builder
-    _NODE_OWNERS[node] = trainer_name
+        raise ConfigError(f"Config node TRAINER.{resolved} is already declared by trainer {owner!r}")
+    if node is not None:
+        _EXPLICIT_NODE_NAMES[trainer_name] = node
+    _TRAINER_NODES[resolved] = builder
+    _NODE_OWNERS[resolved] = trainer_name
 
 
 def get_cfg_default(trainer_name: str | None = None) -> CN:

@@ -39,6 +39,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     parser.add_argument("--force", action="store_true", help="replace a finished or unfinished run in the output folder")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument(
+        "--no-cache", action="store_true",
+        help="neither read nor write cached image features (sets FEATURE_CACHE False); results do not change",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="trailing KEY VALUE config overrides")
     return parser.parse_args(argv)
 
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         subsample=args.subsample,
         output_dir=args.output_dir,
         device=args.device,
-        opts=args.opts,
+        opts=[*args.opts, "FEATURE_CACHE", "False"] if args.no_cache else args.opts,
         model_dir=args.model_dir if args.eval_only else None,
     )
     results = api.run(

@@ -64,7 +64,7 @@ logger = logging.getLogger(__name__)
 
 # Keys of a training run's config.yaml that an eval-only run does not inherit: the evaluation
 # chooses its own dataset, classes, seed and output folder.
-_EVAL_DROPPED_PREFIXES = ("DATASET.", "OUTPUT_DIR", "SEED", "DEVICE", "USE_CUDA", "CACHE_DIR", "DATALOADER.NUM_WORKERS")
+_EVAL_DROPPED_PREFIXES = ("DATASET.", "OUTPUT_DIR", "SEED", "DEVICE", "USE_CUDA", "CACHE_DIR", "FEATURE_CACHE", "DATALOADER.NUM_WORKERS")
 
 
 class RunError(PerlclipError, RuntimeError):

@@ -16,9 +16,14 @@ How to add a trainer (one file in `trainers/`, imported in `trainers/__init__.py
    return a mapping with "logits" plus other named logits whose accuracies are also reported.
 5. When checkpoints of the method's original code use other key names, set
    `original_checkpoint_layout` to a `CheckpointLayout` that maps them (trainers/maple.py).
+6. When the method leaves the image encoder untouched (its logits depend on an image only through
+   `backbone.encode_image`), set `frozen_image_encoder = True` and give `self.model` a
+   `logits_from_features(features)` method (or override `logits_from_features`): validation and
+   test then run on cached features (trainers/feature_cache.py).
 
-Training-free trainers set `trains = False` and put their fitting in `fit()`. Everything else
-(device and precision, seeding per epoch, checkpoints, resume, evaluation, results) is here.
+Training-free trainers set `trains = False` and put their fitting in `fit()`; registered models of
+such trainers are checkpointed as epoch 0 after `fit()`. Everything else (device and precision,
+seeding per epoch, checkpoints, resume, evaluation, results) is here.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from yacs.config import CfgNode
 
+from perlclip.cache import cache_root
 from perlclip.config import node_name
 from perlclip.datasets import DataManager
 from perlclip.methods.clip_backbone import ClipBackbone, load_backbone
@@ -52,7 +58,8 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .evaluation import Accumulator, EvalResult
-from .optim import EpochLRScheduler, build_lr_scheduler, build_optimizer
+from .feature_cache import FeatureCache
+from .optim import EpochLRScheduler, IterationLRScheduler, build_lr_scheduler, build_optimizer
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +106,9 @@ class TrainerBase:
     class_dependent_keys: ClassVar[tuple[str, ...]] = ()
     # Key layout of checkpoints written by the method's original code, converted on load (MaPLe's).
     original_checkpoint_layout: ClassVar[CheckpointLayout | None] = None
+    # True when logits depend on an image only through the frozen `backbone.encode_image`, so that
+    # validation and test run on cached features through `logits_from_features`.
+    frozen_image_encoder: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -118,7 +128,8 @@ class TrainerBase:
         self.dm = dm if dm is not None else DataManager(cfg, device=self.device)
         self._models: dict[str, nn.Module] = {}
         self._optims: dict[str, torch.optim.Optimizer | None] = {}
-        self._scheds: dict[str, EpochLRScheduler | None] = {}
+        self._scheds: dict[str, EpochLRScheduler | IterationLRScheduler | None] = {}
+        self._feature_cache: FeatureCache | None = None
         self.model: nn.Module = nn.Identity()
         self.epoch = 0
         self.start_epoch = 0
@@ -159,6 +170,13 @@ class TrainerBase:
         """Return the logits (or a mapping with "logits" and other named logits) for images."""
         return self.model(images)
 
+    def logits_from_features(self, features: Tensor) -> Tensor | Mapping[str, Tensor]:
+        """Return what `model_inference` returns, from frozen image features `(B, embed_dim)`.
+
+        Used instead of `model_inference` when `frozen_image_encoder` is True.
+        """
+        return self.model.logits_from_features(features)
+
     def fit(self) -> None:
         """Fit a training-free method (called instead of the epoch loop when `trains` is False)."""
 
@@ -184,7 +202,7 @@ class TrainerBase:
         name: str,
         module: nn.Module,
         optim: torch.optim.Optimizer | None = None,
-        sched: EpochLRScheduler | None = None,
+        sched: EpochLRScheduler | IterationLRScheduler | None = None,
     ) -> None:
         """Register a trained part: it is checkpointed under `<output>/<name>/` (Dassl's layout)."""
         if name in self._models:
@@ -298,10 +316,17 @@ class TrainerBase:
 
     parse_batch_test = parse_batch_train
 
+    def epoch_loader(self) -> Iterable[Mapping[str, Any]]:
+        """Return the batches of the current epoch (the training images by default).
+
+        The result needs `len()` and `batch_size`, as a DataLoader has.
+        """
+        return self.dm.train_loader_x
+
     def run_epoch(self) -> dict[str, float]:
         """Train one epoch; return the epoch's mean loss and accuracy."""
         self.set_model_mode("train")
-        loader = self.dm.train_loader_x
+        loader = self.epoch_loader()
         totals: dict[str, float] = {}
         count = 0
         start = time.time()
@@ -332,6 +357,8 @@ class TrainerBase:
         """Run the epoch loop from `self.start_epoch` (after `resume`), writing a checkpoint per epoch."""
         if not self.trains:
             self.fit()
+            if self._models:
+                self.save_model(0)
             return
         self.before_train()
         for epoch in range(self.start_epoch, self.max_epoch):
@@ -357,22 +384,42 @@ class TrainerBase:
 
     @torch.no_grad()
     def evaluate(self, split: str = "test") -> EvalResult:
-        """Evaluate on "val" or "test"; the test loader is built (and read) only here."""
+        """Evaluate on "val" or "test"; test images are read (or their cached features loaded) only here."""
         self.set_model_mode("eval")
-        if split == "val":
-            loader = self.dm.val_loader
-            if loader is None:
-                raise RuntimeError(f"{type(self.dm.dataset).__name__} has no validation images for this setting")
-        elif split == "test":
-            loader = self.dm.test_loader
-        else:
+        if split not in ("val", "test"):
             raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+        if split == "val" and self.dm.val_loader is None:
+            raise RuntimeError(f"{type(self.dm.dataset).__name__} has no validation images for this setting")
+        if self.frozen_image_encoder:
+            return self._evaluate_features(split)
+        loader = self.dm.val_loader if split == "val" else self.dm.test_loader
         accumulator = Accumulator(self.dm.classnames)
         for batch in loader:
             images, labels = self.parse_batch_test(batch)
             with self.autocast():
                 output = self.model_inference(images)
             accumulator.add(output, labels)
+        return accumulator.result()
+
+    @property
+    def feature_cache(self) -> FeatureCache:
+        """The run's feature cache (disk entries under the cache folder unless FEATURE_CACHE is False)."""
+        if self._feature_cache is None:
+            root = cache_root(self.cfg.CACHE_DIR) / "features" if self.cfg.FEATURE_CACHE else None
+            workers = int(self.cfg.DATALOADER.NUM_WORKERS)
+            self._feature_cache = FeatureCache(self.backbone, self.device, root, num_workers=workers)
+        return self._feature_cache
+
+    def _evaluate_features(self, split: str) -> EvalResult:
+        """Evaluate from the split's cached image features, in chunks of the test batch size."""
+        features, labels = self.feature_cache.split_features(self.dm, split)
+        chunk = max(int(self.cfg.DATALOADER.TEST.BATCH_SIZE), 1)
+        accumulator = Accumulator(self.dm.classnames)
+        for start in range(0, features.shape[0], chunk):
+            batch = features[start : start + chunk].to(self.device)
+            with self.autocast():
+                output = self.logits_from_features(batch)
+            accumulator.add(output, labels[start : start + chunk])
         return accumulator.result()
 
     # ---- checkpoints ------------------------------------------------------------------------------

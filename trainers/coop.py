@@ -41,6 +41,7 @@ class CoOp(TrainerBase):
 
     default_recipe = "vit_b16_ep200"
     class_dependent_keys = ("token_prefix", "token_suffix")
+    frozen_image_encoder = True
 
     def build_model(self) -> None:
         node = self.node

@@ -1,9 +1,10 @@
-"""Optimisers and per-epoch learning-rate schedules (Dassl's semantics, plain-state objects).
+"""Optimisers and learning-rate schedules: per epoch (Dassl's semantics) and per iteration.
 
-The schedule is stepped once at the end of every epoch. With `WARMUP_EPOCH` W > 0, epochs
+The epoch schedule is stepped once at the end of every epoch. With `WARMUP_EPOCH` W > 0, epochs
 0..W-1 use the warm-up rate; with `WARMUP_RECOUNT` (Dassl's default) the main schedule then
 starts from its own epoch 0, so a cosine over MAX_EPOCH epochs is still mid-way at the last
-epoch, exactly as CoOp's published runs were trained.
+epoch, exactly as CoOp's published runs were trained. `IterationLRScheduler` instead follows
+the optimiser's steps (CLIP-LoRA, Tip-Adapter-F). Both keep plain state for checkpoints.
 """
 
 from __future__ import annotations
@@ -113,3 +114,72 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, optim: CfgNode) -> Epoc
     if optim.MAX_EPOCH < 1:
         raise ValueError(f"OPTIM.MAX_EPOCH must be >= 1, got {optim.MAX_EPOCH}")
     return EpochLRScheduler(optimizer, optim)
+
+
+def iterations_per_epoch(num_items: int, batch_size: int) -> int:
+    """Return the number of batches in one training epoch.
+
+    DataManager's rule: the last partial batch is dropped when there is at least one full batch.
+    """
+    if batch_size < 1:
+        raise ValueError(f"Batch size must be >= 1, got {batch_size}")
+    return max(num_items // batch_size, 1)
+
+
+class IterationLRScheduler:
+    """Sets the learning rate after every optimiser step, for schedules counted in iterations.
+
+    CLIP-LoRA anneals over 500 * K iterations and Tip-Adapter-F over epochs * batches, both with
+    a per-iteration cosine. The rate follows the optimiser's own steps through a post-step hook,
+    so the training loop needs no extra call, and `step()`, which the loop calls once per epoch,
+    does nothing. Its state is one integer (optimiser steps taken), so checkpoints stay plain data.
+    A step that a GradScaler skips (an overflow under fp16) does not advance the schedule.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, optim: CfgNode, total_iters: int, min_lr: float = 0.0):
+        if total_iters < 1:
+            raise ValueError(f"The iteration schedule needs at least one iteration, got {total_iters}")
+        self.name = optim.LR_SCHEDULER.lower()
+        if self.name not in ("cosine", "constant"):
+            raise ValueError(
+                f"OPTIM.LR_SCHEDULER must be cosine or constant for an iteration schedule, got {optim.LR_SCHEDULER!r}"
+            )
+        if int(optim.WARMUP_EPOCH) > 0:
+            raise ValueError(
+                f"OPTIM.WARMUP_EPOCH must be 0 or -1 for an iteration schedule, got {optim.WARMUP_EPOCH}"
+            )
+        self.optimizer = optimizer
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+        self.total_iters = int(total_iters)
+        self.min_lr = float(min_lr)
+        self.iteration = 0
+        self._hook = optimizer.register_step_post_hook(self._after_optimizer_step)
+        self._apply()
+
+    def lr_at(self, iteration: int, base_lr: float) -> float:
+        """Return the learning rate of iteration `iteration` (0-based); cosine reaches `min_lr` at the end."""
+        if self.name == "constant":
+            return base_lr
+        t = min(iteration, self.total_iters)
+        return self.min_lr + 0.5 * (base_lr - self.min_lr) * (1.0 + math.cos(math.pi * t / self.total_iters))
+
+    def _apply(self) -> None:
+        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = self.lr_at(self.iteration, base_lr)
+
+    def _after_optimizer_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        self.iteration += 1
+        self._apply()
+
+    def step(self) -> None:
+        """Called by the epoch loop; the rate already follows the optimiser steps."""
+
+    def get_last_lr(self) -> list[float]:
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"iteration": self.iteration}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.iteration = int(state["iteration"])
+        self._apply()

@@ -38,9 +38,12 @@ class ZeroshotModel(nn.Module):
         self.backbone = backbone
         self.register_buffer("text_features", text_features, persistent=False)
 
+    def logits_from_features(self, features: Tensor) -> Tensor:
+        """Return the logits `(B, num_classes)` from frozen image features `(B, embed_dim)`."""
+        return self.backbone.logit_scale * F.normalize(features, dim=-1) @ self.text_features.t()
+
     def forward(self, images: Tensor) -> Tensor:
-        features = F.normalize(self.backbone.encode_image(images), dim=-1)
-        return self.backbone.logit_scale * features @ self.text_features.t()
+        return self.logits_from_features(self.backbone.encode_image(images))
 
 
 def dataset_templates(dataset, ensemble: bool) -> list[str]:
@@ -59,6 +62,7 @@ class ZeroshotCLIP(TrainerBase):
 
     default_recipe = "vit_b16"
     trains = False
+    frozen_image_encoder = True
 
     def build_model(self) -> None:
         templates = dataset_templates(self.dm.dataset, bool(self.node.ENSEMBLE))
