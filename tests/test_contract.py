@@ -62,6 +62,12 @@ def test_trainer_contract(name: str, tmp_path: Path, tiny_backbone, images: torc
     assert logits.shape == (3, num_base)
     assert torch.isfinite(logits).all()
 
+    # Trainers that evaluate on cached image features must give the same logits that way.
+    if trainer.frozen_image_encoder:
+        with torch.no_grad():
+            from_features = trainer.logits_from_features(tiny_backbone.encode_image(images))
+        assert torch.allclose(from_features, logits, atol=1e-5)
+
     # Save, then load into a fresh trainer: identical logits.
     trainer.save_model(1)
     reloaded = _build(name, "base", tmp_path / "reloaded", tiny_backbone)

@@ -161,7 +161,8 @@ def _concurrent_writer(paths, root, barrier, results) -> None:
 def test_concurrent_writers_one_entry(tmp_path: Path, tiny_backbone):
     paths = _write_images(tmp_path / "images", 24)
     root = tmp_path / "features"
-    context = multiprocessing.get_context("fork")
+    # "spawn", because a forked child of a process whose OpenMP threads already ran can deadlock.
+    context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(2), context.Queue()
     workers = [context.Process(target=_concurrent_writer, args=(paths, str(root), barrier, results)) for _ in range(2)]
     for worker in workers:
