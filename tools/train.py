@@ -5,12 +5,16 @@
         --eval-only --model-dir output/dtd/CoOp/vit_b16_ep200/shots_16/base/seed1
 
 Trailing `KEY VALUE` pairs override config keys, e.g. `OPTIM.MAX_EPOCH 2 DATALOADER.NUM_WORKERS 0`.
+One run on several GPUs (data-parallel, same results semantics as one GPU with the same batch size):
+
+    torchrun --standalone --nproc_per_node 4 -m perlclip.tools.train --trainer CoOp --dataset-config imagenet ...
 """
 
 from __future__ import annotations
 
 import argparse
 
+from perlclip.distributed import destroy_distributed, is_main_process
 from perlclip.tools.common import run_main
 from perlclip.trainers import TRAINERS
 from perlclip.trainers import api
@@ -40,6 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     parser.add_argument("--force", action="store_true", help="replace a finished or unfinished run in the output folder")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--recipe-name", default=None, help="recipe label written to results.json, e.g. for one value of a sweep grid (default: the recipe file's name)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="trailing KEY VALUE config overrides")
     return parser.parse_args(argv)
 
@@ -61,15 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     results = api.run(
         cfg,
-        recipe=recipe,
+        recipe=args.recipe_name or recipe,
         eval_only=args.eval_only,
         model_dir=args.model_dir,
         load_epoch=args.load_epoch,
         resume=args.resume,
         force=args.force,
     )
-    if results:
+    if results and is_main_process():
         print(f"accuracy {results['accuracy']:.2f}% on {results['num_test']} test images -> {cfg.OUTPUT_DIR}")
+    destroy_distributed()
     return 0
 
 
