@@ -172,7 +172,11 @@ class DataManager:
         return self._test_loader
 
     def set_epoch_seed(self, seed: int) -> None:
-        """Seed the training shuffle and the per-image augmentation for one epoch."""
+        """Seed the training shuffle and the per-image augmentation for one epoch.
+
+        Until the next call, every pass over `train_loader_x` repeats the same order and the same
+        augmentation of each image.
+        """
         self.train_generator.manual_seed(seed)
         self.train_epoch_seed = seed
         if self._train_loader is not None:

@@ -59,19 +59,20 @@ def is_main_process() -> bool:
     return get_rank() == 0
 
 
-def init_distributed_from_env() -> bool:
+def init_distributed_from_env(device: str = "auto") -> bool:
     """Join the process group described by torchrun's environment; return True when distributed.
 
-    The backend is NCCL when CUDA is available and gloo otherwise (CPU runs and tests). Each rank
-    uses the GPU numbered LOCAL_RANK, so DEVICE "auto" or "cuda" maps to that rank's GPU. Calling it
-    again is harmless. Ranks other than 0 log warnings and errors only, so the console shows each
-    message once.
+    The backend is NCCL when the run's DEVICE ("auto", "cuda", "cpu", ...) resolves to CUDA, and
+    gloo otherwise (CPU runs and tests). Under NCCL each rank uses the GPU numbered LOCAL_RANK, so
+    DEVICE "auto" or "cuda" maps to that rank's GPU. Calling it again is harmless. Ranks other than
+    0 log warnings and errors only, so the console shows each message once.
     """
     if launched_world_size() <= 1 or not dist.is_available():
         return False
     if dist.is_initialized():
         return dist.get_world_size() > 1
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    wants_cuda = str(device).strip().lower() in ("auto", "cuda") or str(device).lower().startswith("cuda:")
+    backend = "nccl" if wants_cuda and torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend, timeout=TIMEOUT)

@@ -22,8 +22,7 @@ import sys
 from pathlib import Path
 
 from perlclip.tools.common import run_main
-from perlclip.trainers import TRAINERS
-from perlclip.trainers import executors, sweep
+from perlclip.trainers import TRAINERS, executors, sweep
 
 logger = logging.getLogger("perlclip.tools.sweep")
 
@@ -60,7 +59,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--gpus-per-run", type=int, default=1, help="GPUs per run; above 1 each run is a torchrun data-parallel run (default: 1)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands of the runs that would execute, and execute nothing")
     parser.add_argument("--retry-failed", action="store_true", help="run the runs that failed in earlier sweeps again (resuming from their checkpoints)")
-    parser.add_argument("--rerun-changed", action="store_true", help="replace runs whose folder holds a run of another config (default: report them)")
+    parser.add_argument("--rerun-changed", action="store_true", help="replace runs whose folder contains a run of another config (default: report them)")
     parser.add_argument("--in-process", action="store_true", help="local: run each run inside this process (debugging and tests; no isolation)")
     parser.add_argument("--poll-seconds", type=float, default=None, help="seconds between status checks (default: 0.5 local, 30 slurm)")
     slurm = parser.add_argument_group("Slurm (with --executor slurm; flags win over --slurm-config)")
@@ -162,7 +161,7 @@ def print_comparison(output_root: Path, runs: list[sweep.Run]) -> None:
         try:
             compare.main([str(output_root)])
             return
-        except (SystemExit, TypeError, ValueError) as error:
+        except (SystemExit, Exception) as error:  # the sweep's own summary is already printed
             logger.warning("tools/compare.py did not accept [%s] (%s); printing per-run accuracies", output_root, error)
     print(sweep.accuracy_table(runs))
 
@@ -182,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     executor = build_executor(args, output_root)
-    poll = args.poll_seconds if args.poll_seconds is not None else (30.0 if args.executor == "slurm" else 0.5)
+    poll = args.poll_seconds
+    if poll is None:
+        poll = 30.0 if args.executor == "slurm" else 0.5
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with sweep.sweep_lock(output_root):

@@ -283,7 +283,7 @@ def run(
             f"'new' evaluation; leave it out of base-to-new tables."
         )
     # Under torchrun every rank trains, but rank 0 alone prepares the folder and writes files.
-    init_distributed_from_env()
+    init_distributed_from_env(cfg.DEVICE)
     main_process = is_main_process()
     if main_process:
         _prepare_output_dir(output_dir, trainer_cls, resume, force, eval_only)

@@ -117,7 +117,7 @@ class TrainerBase:
     ):
         self.cfg = cfg
         self.output_dir = Path(output_dir) if output_dir is not None else Path(cfg.OUTPUT_DIR or ".")
-        init_distributed_from_env()
+        init_distributed_from_env(cfg.DEVICE)
         self.device = resolve_device(cfg.DEVICE, cfg.USE_CUDA)
         self.precision = self._resolve_precision()
         # The backbone comes first, so that missing weights stop the run before any other work.

@@ -1,9 +1,9 @@
 """Executing a sweep's runs: a local executor, a Slurm executor (submitit), and the scheduler.
 
-The scheduler (`execute`) starts every run whose training run has finished, as long as the
+The scheduler (`Scheduler.execute`) starts every run whose training run has finished, as long as the
 executor has room, polls the running ones, and logs a progress line with done, failed and
 remaining counts and an ETA. A run that exits with an error gets a failure record under
-`<output root>/_sweep/failed/` naming its log; later sweeps report it without running it
+`<output root>/_sweep/failed/` naming its log. Later sweeps report it without running it
 again unless `retry_failed` is set. Runs stopped with the sweep keep their checkpoints and
 resume in the next sweep.
 
@@ -62,7 +62,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Outcome:
-    """How a launched run ended."""
+    """The exit status, log path and error message of a launched run."""
 
     returncode: int
     log: str
@@ -70,7 +70,7 @@ class Outcome:
 
 
 class Executor(Protocol):
-    """What the scheduler needs from an executor."""
+    """The interface the scheduler uses to start, follow and stop runs."""
 
     def capacity(self) -> int | None:
         """Return how many more runs may start now (None: no limit)."""
@@ -293,6 +293,20 @@ def slurm_parameters(config_file: Path | None, overrides: Mapping[str, Any]) -> 
 # ---- the scheduler ------------------------------------------------------------------------------
 
 
+def _wait_for_results(run: Run, timeout: float = 30.0) -> dict[str, Any] | None:
+    """Read a finished run's results.json, waiting for it to appear on a shared file system.
+
+    NFS clients may cache a folder listing for some seconds, so a file written on a compute node
+    can be missing here for a moment after its job has ended.
+    """
+    deadline = time.time() + timeout
+    results = read_results(run)
+    while results is None and time.time() < deadline:
+        time.sleep(1.0)
+        results = read_results(run)
+    return results
+
+
 def _now() -> str:
     return _dt.datetime.now().isoformat(timespec="seconds")
 
@@ -419,7 +433,7 @@ class Scheduler:
         record = failure_record_path(self.output_root, run)
         message = outcome.message
         if outcome.returncode == 0:
-            results = read_results(run)
+            results = _wait_for_results(run)
             expected = config_hash(run.build_config())
             if results is not None and results.get("config_hash") == expected:
                 record.unlink(missing_ok=True)

@@ -18,8 +18,8 @@ Run folders (under the sweep's output root):
     <target>/<trainer>/<recipe>/shots_<K>/from_<source>/seed<S>         xd and dg evaluations
 
 so the 16-shot ImageNet run of a few-shot sweep is the same folder as the source run of the xd
-and dg sweeps. A run is finished when its folder holds a results.json whose `config_hash` equals
-the hash of the config this sweep resolves for it; it is then skipped.
+and dg sweeps. A run is finished, and skipped, when its folder contains a results.json whose
+`config_hash` equals the hash of the config this sweep resolves for it.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ FINISHED = "finished"  # finished before this sweep started: skipped
 SUCCEEDED = "succeeded"  # finished by this sweep
 FAILED = "failed"
 BLOCKED = "blocked"  # its training run failed or was not rerun
-CHANGED = "changed"  # holds a run of another config; replaced only with --rerun-changed
+CHANGED = "changed"  # contains a run of another config, replaced only with --rerun-changed
 INTERRUPTED = "interrupted"  # stopped with the sweep; rerun the sweep to resume it
 
 DONE_STATES = (FINISHED, SUCCEEDED)
@@ -89,7 +89,7 @@ TERMINAL_STATES = (FINISHED, SUCCEEDED, FAILED, BLOCKED, CHANGED, INTERRUPTED)
 
 @dataclass
 class RunStatus:
-    """Where one run stands, with the extra tools/train.py flags its next launch needs."""
+    """The state of one run, with the extra tools/train.py flags its next launch needs."""
 
     state: str
     detail: str = ""
@@ -171,7 +171,7 @@ class Run:
 
 @dataclass
 class SweepSpec:
-    """What a sweep covers; `plan` turns it into runs."""
+    """The protocol, trainers, datasets, seeds, shots and grid of a sweep; `plan` expands it into runs."""
 
     protocol: str
     trainers: Sequence[str]
@@ -324,7 +324,7 @@ class _RunBuilder:
         )
 
     def _eval(self, trainer, recipe, label, grid_opts, dataset, shots, seed, folder, subsample, source: Run) -> Run:
-        """An eval-only run; it loads `source`'s checkpoint when the trainer trains anything."""
+        """Build an eval-only run, which loads `source`'s checkpoint when the trainer trains anything."""
         if TRAINERS.get(trainer).trains:
             return self._run(
                 trainer, None, label, grid_opts, dataset, shots, seed, folder, subsample=subsample, eval_only=True,
@@ -354,7 +354,7 @@ class _RunBuilder:
         ]
 
 
-# ---- what a run folder holds --------------------------------------------------------------------
+# ---- what a run folder contains --------------------------------------------------------------------
 
 
 def sweep_dir(output_root: Path) -> Path:
