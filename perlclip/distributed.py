@@ -1,8 +1,8 @@
 """Data-parallel training under `torchrun`: process-group set-up, batch sharding, gradient sums.
 
 One run on W processes follows the same sequence of global batches as a single process with the
-same `DATALOADER.TRAIN_X.BATCH_SIZE`: every rank draws the same shuffled batch (the training
-generator is seeded identically on all ranks) and keeps the slice `batch[rank::W]`. After the
+same `DATALOADER.TRAIN_X.BATCH_SIZE`. Every rank draws the same shuffled batch, because the
+training generator is seeded identically on all ranks, and keeps the slice `batch[rank::W]`. After the
 backward pass the gradients of the trained parameters are summed over ranks, each weighted by its
 share of the global batch, which gives the gradient of the mean loss over the global batch.
 Nothing here wraps a model in `DataParallel` or `DistributedDataParallel`, so the trained modules

@@ -21,6 +21,7 @@ import torch
 import torch.multiprocessing as mp
 from conftest import REPO_ROOT, TINY
 from perlclip.tools import sweep as sweep_tool
+from perlclip.tools import train
 from perlclip.trainers import api, executors, sweep
 from perlclip.trainers.checkpoint import load_checkpoint
 
@@ -227,7 +228,7 @@ def test_failed_run_reported_then_retried(tmp_path: Path):
 
     def execute(retry_failed: bool = False) -> executors.SweepResult:
         executor = executors.LocalExecutor(tmp_path / "_sweep" / "logs", runner=failing_runner, gpus=[])
-        scheduler = executors.Scheduler(runs, tmp_path, retry_failed=retry_failed)
+        scheduler = executors.Scheduler(runs, tmp_path, train.sweep_config, retry_failed=retry_failed)
         return scheduler.execute(executor, poll_interval=0.0)
 
     base, new = runs

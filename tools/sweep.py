@@ -21,6 +21,7 @@ import signal
 import sys
 from pathlib import Path
 
+from perlclip.tools import train
 from perlclip.tools.common import run_main
 from perlclip.trainers import TRAINERS, executors, sweep
 
@@ -43,17 +44,20 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
             "trailing KEY VALUE pairs after -- go to every run, e.g. -- OPTIM.MAX_EPOCH 2"
         ),
     )
+
     parser.add_argument("--protocol", required=True, choices=sweep.PROTOCOLS, help="b2n (base-to-new), xd (cross-dataset), dg (domain generalisation) or fewshot")
     parser.add_argument("--trainers", nargs="+", required=True, help="trainer names, e.g. PERL CoOp")
     parser.add_argument("--datasets", nargs="+", default=["all"], help="dataset config names, or all (for xd and dg: the target datasets) (default: all)")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(sweep.DEFAULT_SEEDS), help="seeds (default: 1 2 3)")
     parser.add_argument("--shots", nargs="+", type=int, default=None, help="shots per class (default: 16; fewshot: 1 2 4 8 16)")
+
     parser.add_argument("--root", default=None, help="data root holding the dataset folders (default: $DATA)")
     parser.add_argument("--output-root", required=True, help="folder that receives every run folder and the _sweep/ logs")
     parser.add_argument("--recipe", nargs="+", default=[], metavar="TRAINER=RECIPE", help="recipe per trainer: a name under configs/trainers/<TRAINER>/ or a YAML path (default: the trainer's default)")
     parser.add_argument("--grid", nargs="+", default=[], metavar="KEY=v1,v2", help="config values to sweep; each combination is its own recipe (TRAINER.<NODE>.* keys apply to that trainer only)")
     parser.add_argument("--source-dataset", default=sweep.SOURCE_DATASET, help="training dataset of xd and dg (default: imagenet)")
     parser.add_argument("--device", default=None, help="--device of every run: auto, cpu, cuda (default: auto)")
+
     parser.add_argument("--executor", choices=("local", "slurm"), default="local", help="where runs execute (default: local)")
     parser.add_argument("--workers", type=int, default=None, help="local: parallel runs, one GPU group each (default: one per GPU group; 1 without GPUs)")
     parser.add_argument("--gpus-per-run", type=int, default=1, help="GPUs per run; above 1 each run is a torchrun data-parallel run (default: 1)")
@@ -62,6 +66,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--rerun-changed", action="store_true", help="replace runs whose folder contains a run of another config (default: report them)")
     parser.add_argument("--in-process", action="store_true", help="local: run each run inside this process (debugging and tests; no isolation)")
     parser.add_argument("--poll-seconds", type=float, default=None, help="seconds between status checks (default: 0.5 local, 30 slurm)")
+
     slurm = parser.add_argument_group("Slurm (with --executor slurm; flags win over --slurm-config)")
     slurm.add_argument("--slurm-config", default=None, help="YAML file of submitit parameters (timeout_min, slurm_partition, ...)")
     slurm.add_argument("--slurm-partition", default=None, help="partition")
@@ -119,13 +124,11 @@ def build_executor(args: argparse.Namespace, output_root: Path) -> executors.Exe
             },
         )
         return executors.SlurmExecutor(sweep.sweep_dir(output_root) / "slurm", parameters, cluster=args.slurm_cluster)
-    runner = None
-    if args.in_process:
-        from perlclip.tools import train
-
-        runner = train.main
     return executors.LocalExecutor(
-        sweep.sweep_dir(output_root) / "logs", workers=args.workers, gpus_per_run=args.gpus_per_run, runner=runner
+        sweep.sweep_dir(output_root) / "logs",
+        workers=args.workers,
+        gpus_per_run=args.gpus_per_run,
+        runner=train.main if args.in_process else None,
     )
 
 
@@ -175,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     spec = build_spec(args, opts)
     runs = sweep.plan(spec)
     output_root = Path(args.output_root).expanduser().resolve()
-    scheduler = executors.Scheduler(runs, output_root, retry_failed=args.retry_failed, rerun_changed=args.rerun_changed)
+    scheduler = executors.Scheduler(
+        runs, output_root, train.sweep_config, retry_failed=args.retry_failed, rerun_changed=args.rerun_changed
+    )
     if args.dry_run:
         print_dry_run(scheduler)
         return 0

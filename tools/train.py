@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 
+from yacs.config import CfgNode
+
 from perlclip.distributed import destroy_distributed, is_main_process
 from perlclip.tools.common import run_main
 from perlclip.trainers import TRAINERS
@@ -49,9 +51,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    cfg, recipe = api.build_config(
+def resolve_config(args: argparse.Namespace) -> tuple[CfgNode, str]:
+    """Resolve the run's config and recipe name from parsed arguments.
+
+    tools/sweep.py resolves each run's config with this function too, to recognise finished runs
+    by their `config_hash`.
+    """
+    return api.build_config(
         args.trainer,
         args.dataset_config,
         config=args.config,
@@ -64,6 +70,16 @@ def main(argv: list[str] | None = None) -> int:
         opts=args.opts,
         model_dir=args.model_dir if args.eval_only else None,
     )
+
+
+def sweep_config(argv: list[str]) -> CfgNode:
+    """Return the config that `main(argv)` runs with, without running it."""
+    return resolve_config(parse_args(argv))[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg, recipe = resolve_config(args)
     results = api.run(
         cfg,
         recipe=args.recipe_name or recipe,

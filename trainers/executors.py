@@ -50,6 +50,7 @@ from .sweep import (
     SUCCEEDED,
     TERMINAL_STATES,
     WAITING,
+    ConfigResolver,
     Run,
     RunStatus,
     failure_record_path,
@@ -340,11 +341,13 @@ class Scheduler:
         self,
         runs: Sequence[Run],
         output_root: Path,
+        resolve: ConfigResolver,
         retry_failed: bool = False,
         rerun_changed: bool = False,
     ):
         self.runs = list(runs)
         self.output_root = Path(output_root)
+        self.resolve = resolve
         self.retry_failed = retry_failed
         self.rerun_changed = rerun_changed
         self.status: dict[str, RunStatus] = {}
@@ -358,7 +361,7 @@ class Scheduler:
             if current is not None and current.state != WAITING:
                 continue
             if run.depends_on is None:
-                self.status[run.key] = inspect_run(run, self.output_root, self.retry_failed, self.rerun_changed)
+                self.status[run.key] = inspect_run(run, self.output_root, self.resolve, self.retry_failed, self.rerun_changed)
                 continue
             parent = self.status[run.depends_on].state
             if parent in DONE_STATES:
@@ -371,7 +374,7 @@ class Scheduler:
     def _inspect_released(self, run: Run) -> RunStatus:
         # Its config merges the training run's config.yaml, which can be unreadable or not fit.
         try:
-            return inspect_run(run, self.output_root, self.retry_failed, self.rerun_changed)
+            return inspect_run(run, self.output_root, self.resolve, self.retry_failed, self.rerun_changed)
         except (PerlclipError, ValueError, OSError) as error:
             return RunStatus(FAILED, f"its config cannot be resolved: {error}")
 
@@ -434,7 +437,7 @@ class Scheduler:
         message = outcome.message
         if outcome.returncode == 0:
             results = _wait_for_results(run)
-            expected = config_hash(run.build_config())
+            expected = config_hash(self.resolve(run.train_args()))
             if results is not None and results.get("config_hash") == expected:
                 record.unlink(missing_ok=True)
                 logger.info("Finished %s: accuracy %.2f%%", run.key, results["accuracy"])

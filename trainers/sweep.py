@@ -33,7 +33,7 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,11 @@ SWEEP_DIR = "_sweep"
 
 class SweepError(PerlclipError, ValueError):
     """A sweep that cannot be planned: an unknown protocol, dataset, recipe or grid entry."""
+
+
+# Resolves the config that tools/train.py builds for an argument list (`Run.train_args()`), so
+# that a run's expected `config_hash` comes from the same code as the run's own.
+ConfigResolver = Callable[[list[str]], CfgNode]
 
 
 # ---- states of a run ------------------------------------------------------------------------------
@@ -145,23 +150,6 @@ class Run:
             launcher = [python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(self.gpus)]
             return [*launcher, "-m", "perlclip.tools.train", *self.train_args(flags)]
         return [python, "-m", "perlclip.tools.train", *self.train_args(flags)]
-
-    def build_config(self) -> CfgNode:
-        """Resolve the config exactly as tools/train.py will for `train_args()`."""
-        cfg, _ = api.build_config(
-            self.trainer,
-            self.dataset,
-            config=self.recipe,
-            root=self.root,
-            seed=self.seed,
-            shots=self.shots,
-            subsample=self.subsample,
-            output_dir=str(self.output_dir),
-            device=self.device,
-            opts=self.opts,
-            model_dir=str(self.model_dir) if self.eval_only and self.model_dir is not None else None,
-        )
-        return cfg
 
     @property
     def log_name(self) -> str:
@@ -377,13 +365,15 @@ def _has_checkpoints(output_dir: Path) -> bool:
     return output_dir.is_dir() and any(checkpoint_epochs(p) for p in output_dir.iterdir() if p.is_dir())
 
 
-def inspect_run(run: Run, output_root: Path, retry_failed: bool = False, rerun_changed: bool = False) -> RunStatus:
+def inspect_run(
+    run: Run, output_root: Path, resolve: ConfigResolver, retry_failed: bool = False, rerun_changed: bool = False
+) -> RunStatus:
     """Classify a run whose training run (if any) has finished: skip, run, resume, or report it.
 
     Raises the config error when the run's config cannot be resolved (an unknown key, a recipe
     that is not found).
     """
-    expected = config_hash(run.build_config())
+    expected = config_hash(resolve(run.train_args()))
     results_path = run.output_dir / RESULTS_FILE
 
     if results_path.is_file():
