@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 from yacs.config import CfgNode
 
 from perlclip.cache import cache_root
+from perlclip.distributed import ShardedBatchSampler, get_rank, get_world_size
+from perlclip.seeding import derive_seed
 
 from .base import DATASETS, DatasetBase, DatasetError, Datum
 from .transforms import build_transform, read_image
@@ -45,11 +47,17 @@ def build_dataset(cfg: CfgNode) -> DatasetBase:
 
 
 class ImageDataset(Dataset):
-    """Images of a list of `Datum` records, transformed; items are Dassl-style dicts."""
+    """Images of a list of `Datum` records, transformed; items are Dassl-style dicts.
+
+    When `epoch_seed` is set, the random transform of item i is seeded from (epoch_seed, i), so an
+    image gets the same augmentation whatever the loading order, the worker count or the
+    data-parallel shard that reads it.
+    """
 
     def __init__(self, items: Sequence[Datum], transform: Any):
         self.items = list(items)
         self.transform = transform
+        self.epoch_seed: int | None = None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -57,7 +65,13 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.items[index]
         image = read_image(item.impath)
-        return {"img": self.transform(image), "label": item.label, "index": index, "impath": item.impath}
+        if self.epoch_seed is None:
+            tensor = self.transform(image)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(self.epoch_seed, index))
+                tensor = self.transform(image)
+        return {"img": tensor, "label": item.label, "index": index, "impath": item.impath}
 
 
 class DataManager:
@@ -79,6 +93,7 @@ class DataManager:
         self.test_transform = build_transform(inp.SIZE, inp.INTERPOLATION, inp.PIXEL_MEAN, inp.PIXEL_STD, False)
         self.pin_memory = bool(cfg.DATALOADER.PIN_MEMORY and device is not None and device.type == "cuda")
         self.train_generator = torch.Generator()
+        self.train_epoch_seed: int | None = None
         self._train_loader: DataLoader | None = None
         self._val_loader: DataLoader | None = None
         self._test_loader: DataLoader | None = None
@@ -105,6 +120,8 @@ class DataManager:
             raise ValueError(f"Batch size must be >= 1, got {batch_size}")
         transform = self.train_transform if is_train else self.test_transform
         workers = int(loader_cfg.NUM_WORKERS)
+        if is_train and get_world_size() > 1:
+            return self._sharded_loader(ImageDataset(items, transform), batch_size, workers)
         return DataLoader(
             ImageDataset(items, transform),
             batch_size=batch_size,
@@ -116,12 +133,30 @@ class DataManager:
             drop_last=is_train and len(items) >= batch_size,
         )
 
+    def _sharded_loader(self, dataset: ImageDataset, batch_size: int, workers: int) -> DataLoader:
+        """Return a training loader over this rank's shard of each single-process batch (under torchrun)."""
+        batches = BatchSampler(
+            RandomSampler(dataset, generator=self.train_generator),
+            batch_size,
+            drop_last=len(dataset) >= batch_size,
+        )
+        return DataLoader(
+            dataset,
+            batch_sampler=ShardedBatchSampler(batches, get_rank(), get_world_size()),
+            # The same generator as the single-process loader, which also draws the workers' base
+            # seed from it before the shuffle, so both loaders shuffle identically.
+            generator=self.train_generator,
+            num_workers=workers,
+            pin_memory=self.pin_memory,
+        )
+
     @property
     def train_loader_x(self) -> DataLoader:
         if self._train_loader is None:
             if not self.dataset.train_x:
                 raise DatasetError(f"{type(self.dataset).__name__} has no training images for this setting")
             self._train_loader = self.make_loader(self.dataset.train_x, is_train=True)
+            self._train_loader.dataset.epoch_seed = self.train_epoch_seed
         return self._train_loader
 
     @property
@@ -137,8 +172,15 @@ class DataManager:
         return self._test_loader
 
     def set_epoch_seed(self, seed: int) -> None:
-        """Seed the training shuffle (and the workers' augmentation seeds) for one epoch."""
+        """Seed the training shuffle and the per-image augmentation for one epoch.
+
+        Until the next call, every pass over `train_loader_x` repeats the same order and the same
+        augmentation of each image.
+        """
         self.train_generator.manual_seed(seed)
+        self.train_epoch_seed = seed
+        if self._train_loader is not None:
+            self._train_loader.dataset.epoch_seed = seed
 
     def describe(self) -> str:
         """Return a one-line summary of the split sizes."""

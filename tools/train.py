@@ -5,12 +5,18 @@
         --eval-only --model-dir output/dtd/CoOp/vit_b16_ep200/shots_16/base/seed1
 
 Trailing `KEY VALUE` pairs override config keys, e.g. `OPTIM.MAX_EPOCH 2 DATALOADER.NUM_WORKERS 0`.
+One run on several GPUs (data-parallel, same results semantics as one GPU with the same batch size):
+
+    torchrun --standalone --nproc_per_node 4 -m perlclip.tools.train --trainer CoOp --dataset-config imagenet ...
 """
 
 from __future__ import annotations
 
 import argparse
 
+from yacs.config import CfgNode
+
+from perlclip.distributed import destroy_distributed, is_main_process
 from perlclip.tools.common import run_main
 from perlclip.trainers import TRAINERS, api
 
@@ -43,13 +49,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-cache", action="store_true",
         help="neither read nor write cached image features (sets FEATURE_CACHE False); results do not change",
     )
+    parser.add_argument("--recipe-name", default=None, help="recipe label written to results.json, e.g. for one value of a sweep grid (default: the recipe file's name)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="trailing KEY VALUE config overrides")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    cfg, recipe = api.build_config(
+def resolve_config(args: argparse.Namespace) -> tuple[CfgNode, str]:
+    """Resolve the run's config and recipe name from parsed arguments.
+
+    tools/sweep.py resolves each run's config with this function too, to recognise finished runs
+    by their `config_hash`.
+    """
+    return api.build_config(
         args.trainer,
         args.dataset_config,
         config=args.config,
@@ -62,17 +73,28 @@ def main(argv: list[str] | None = None) -> int:
         opts=[*args.opts, "FEATURE_CACHE", "False"] if args.no_cache else args.opts,
         model_dir=args.model_dir if args.eval_only else None,
     )
+
+
+def sweep_config(argv: list[str]) -> CfgNode:
+    """Return the config that `main(argv)` runs with, without running it."""
+    return resolve_config(parse_args(argv))[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg, recipe = resolve_config(args)
     results = api.run(
         cfg,
-        recipe=recipe,
+        recipe=args.recipe_name or recipe,
         eval_only=args.eval_only,
         model_dir=args.model_dir,
         load_epoch=args.load_epoch,
         resume=args.resume,
         force=args.force,
     )
-    if results:
+    if results and is_main_process():
         print(f"accuracy {results['accuracy']:.2f}% on {results['num_test']} test images -> {cfg.OUTPUT_DIR}")
+    destroy_distributed()
     return 0
 
 

@@ -17,6 +17,7 @@ predictions.npz) and returns the content of results.json.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -43,6 +44,7 @@ from perlclip.config import (
     recipe_hash,
 )
 from perlclip.datasets import DATASETS
+from perlclip.distributed import barrier, init_distributed_from_env, is_main_process
 from perlclip.errors import PerlclipError
 from perlclip.logs import log_to_file
 from perlclip.seeding import set_random_seed
@@ -280,10 +282,15 @@ def run(
             f"{trainer_cls.name} cannot score classes it was not trained on, so it has no base-to-new "
             f"'new' evaluation; leave it out of base-to-new tables."
         )
-    _prepare_output_dir(output_dir, trainer_cls, resume, force, eval_only)
-    atomic_write_text(output_dir / "config.yaml", dump_yaml(cfg))
+    # Under torchrun every rank trains, but rank 0 alone prepares the folder and writes files.
+    init_distributed_from_env(cfg.DEVICE)
+    main_process = is_main_process()
+    if main_process:
+        _prepare_output_dir(output_dir, trainer_cls, resume, force, eval_only)
+        atomic_write_text(output_dir / "config.yaml", dump_yaml(cfg))
+    barrier()
 
-    with log_to_file(output_dir / "log.txt"):
+    with log_to_file(output_dir / "log.txt") if main_process else contextlib.nullcontext():
         return _run_logged(cfg, trainer_cls, recipe, output_dir, eval_only, model_dir, load_epoch, resume)
 
 
@@ -334,9 +341,10 @@ def _run_logged(
         logger.info("* %s accuracy: %.2f%%", name, accuracy)
 
     results = _results_record(cfg, trainer, recipe, result, eval_only, model_dir, started)
-    write_predictions(output_dir, result)
-    write_results(output_dir, results)
-    logger.info("Results written to %s", output_dir / RESULTS_FILE)
+    if is_main_process():
+        write_predictions(output_dir, result)
+        write_results(output_dir, results)
+        logger.info("Results written to %s", output_dir / RESULTS_FILE)
     return results
 
 

@@ -21,6 +21,11 @@ How to add a trainer (one file in `trainers/`, imported in `trainers/__init__.py
    `logits_from_features(features)` method (or override `logits_from_features`): validation and
    test then run on cached features (trainers/feature_cache.py).
 
+Under `torchrun` each process trains on a slice of every batch (perlclip/distributed.py), and
+`model_backward_and_update` (through `step_optimizers`) sums the gradients over processes before
+the optimiser step, so a trainer that steps through it needs nothing else for data-parallel runs.
+Only rank 0 writes files.
+
 Training-free trainers set `trains = False` and put their fitting in `fit()`; registered models of
 such trainers are checkpointed as epoch 0 after `fit()`. Everything else (device and precision,
 seeding per epoch, checkpoints, resume, evaluation, results) is here.
@@ -44,6 +49,15 @@ from yacs.config import CfgNode
 from perlclip.cache import cache_root
 from perlclip.config import node_name
 from perlclip.datasets import DataManager
+from perlclip.distributed import (
+    all_reduce_gradients,
+    all_reduce_sum,
+    barrier,
+    global_batch_size,
+    init_distributed_from_env,
+    is_distributed,
+    is_main_process,
+)
 from perlclip.methods.clip_backbone import ClipBackbone, load_backbone
 from perlclip.registry import Registry
 from perlclip.seeding import derive_seed, set_random_seed
@@ -119,6 +133,7 @@ class TrainerBase:
     ):
         self.cfg = cfg
         self.output_dir = Path(output_dir) if output_dir is not None else Path(cfg.OUTPUT_DIR or ".")
+        init_distributed_from_env(cfg.DEVICE)
         self.device = resolve_device(cfg.DEVICE, cfg.USE_CUDA)
         self.precision = self._resolve_precision()
         # The backbone comes first, so that missing weights stop the run before any other work.
@@ -135,6 +150,8 @@ class TrainerBase:
         self.start_epoch = 0
         self.max_epoch = int(cfg.OPTIM.MAX_EPOCH)
         self.best_val: float | None = None
+        # This process's share of the current global batch (1.0 outside torchrun).
+        self.batch_weight = 1.0
         self.build_model()
         self.model.to(self.device)
         self.backbone.to(self.device)
@@ -293,8 +310,9 @@ class TrainerBase:
         self.step_optimizers(names)
 
     def step_optimizers(self, names: Iterable[str] | None = None) -> None:
-        """Step the optimisers on the gradients already in `.grad` (scaled by the fp16 scaler when it exists)."""
+        """Sum gradients over data-parallel processes, then step the optimisers (fp16-scaled when needed)."""
         names = list(self._models) if names is None else list(names)
+        self._sync_gradients(names)
         optims = [self._optims[n] for n in names if self._optims[n] is not None]
         if self.scaler is not None:
             for optim in optims:
@@ -303,6 +321,13 @@ class TrainerBase:
         else:
             for optim in optims:
                 optim.step()
+
+    def _sync_gradients(self, names: list[str]) -> None:
+        """Sum the gradients of the named models over data-parallel processes (a no-op otherwise)."""
+        if not is_distributed():
+            return
+        params = [p for name in names for p in self._models[name].parameters() if p.requires_grad]
+        all_reduce_gradients(params, self.batch_weight)
 
     # ---- loops ------------------------------------------------------------------------------------
 
@@ -328,13 +353,19 @@ class TrainerBase:
         self.set_model_mode("train")
         loader = self.epoch_loader()
         totals: dict[str, float] = {}
+        # Batch means weighted by this process's share of the batch; summed over processes below.
+        weighted: dict[str, float] = {}
         count = 0
         start = time.time()
+        batch_size = loader.batch_size or int(self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE)
         for index, batch in enumerate(loader):
+            local_size = len(batch["label"])
+            self.batch_weight = local_size / global_batch_size(local_size, self.device)
             summary = self.forward_backward(batch)
             count += 1
             for key, value in summary.items():
                 totals[key] = totals.get(key, 0.0) + value
+                weighted[key] = weighted.get(key, 0.0) + value * self.batch_weight
             if (index + 1) % max(int(self.cfg.TRAIN.PRINT_FREQ), 1) == 0 or index + 1 == len(loader):
                 elapsed = time.time() - start
                 remaining_batches = (len(loader) - index - 1) + (self.max_epoch - self.epoch - 1) * len(loader)
@@ -343,9 +374,10 @@ class TrainerBase:
                 logger.info(
                     "epoch [%d/%d] batch [%d/%d] %s lr %.4e %.1f img/s eta %s",
                     self.epoch + 1, self.max_epoch, index + 1, len(loader), values, self.current_lr(),
-                    (index + 1) * loader.batch_size / max(elapsed, 1e-9), _format_seconds(eta),
+                    (index + 1) * batch_size / max(elapsed, 1e-9), _format_seconds(eta),
                 )
-        return {key: value / max(count, 1) for key, value in totals.items()}
+        weighted = all_reduce_sum(weighted, self.device)
+        return {key: value / max(count, 1) for key, value in weighted.items()}
 
     def current_lr(self) -> float:
         for optim in self._optims.values():
@@ -384,7 +416,11 @@ class TrainerBase:
 
     @torch.no_grad()
     def evaluate(self, split: str = "test") -> EvalResult:
-        """Evaluate on "val" or "test"; test images are read (or their cached features loaded) only here."""
+        """Evaluate on "val" or "test"; test images are read (or their cached features loaded) only here.
+
+        NOTE: under torchrun every process evaluates the whole split, which gives every rank the
+        same result without a gather, but takes as long as a single-process evaluation.
+        """
         self.set_model_mode("eval")
         if split not in ("val", "test"):
             raise ValueError(f"split must be 'val' or 'test', got {split!r}")
@@ -425,7 +461,13 @@ class TrainerBase:
     # ---- checkpoints ------------------------------------------------------------------------------
 
     def save_model(self, epoch: int, best: bool = False) -> None:
-        """Write one checkpoint per registered model; keep only the newest epoch file (and the best)."""
+        """Write one checkpoint per registered model; keep only the newest epoch file (and the best).
+
+        Under torchrun, rank 0 writes and every rank waits until it has finished.
+        """
+        if not is_main_process():
+            barrier()
+            return
         for name, module in self._models.items():
             folder = self.output_dir / name
             state: dict[str, Any] = {"state_dict": module.state_dict(), "epoch": epoch, "best_val": self.best_val}
@@ -441,6 +483,7 @@ class TrainerBase:
                 for old in checkpoint_epochs(folder):
                     if old != epoch:
                         (folder / f"{CHECKPOINT_PREFIX}{old}").unlink(missing_ok=True)
+        barrier()
 
     def _checkpoint_path(self, directory: Path, name: str, epoch: int | None, prefer_best: bool) -> Path:
         folder = Path(directory) / name
@@ -522,12 +565,14 @@ class TrainerBase:
         return self.output_dir / "metrics.jsonl"
 
     def _append_metrics(self, record: dict[str, Any]) -> None:
+        if not is_main_process():
+            return
         self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.metrics_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
     def _truncate_metrics(self, epoch: int) -> None:
-        if not self.metrics_path.is_file():
+        if not is_main_process() or not self.metrics_path.is_file():
             return
         lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
         kept = [line for line in lines if line.strip() and json.loads(line).get("epoch", 0) <= epoch]
