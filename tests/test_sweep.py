@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+
 from conftest import REPO_ROOT, TINY
+from perlclip.config import config_hash
 from perlclip.tools import sweep as sweep_tool
 from perlclip.tools import train
 from perlclip.trainers import api, executors, sweep
 from perlclip.trainers.checkpoint import load_checkpoint
-
-from perlclip.config import config_hash
 
 PY = sys.executable
 # One-epoch schedules for the end-to-end sweeps.
@@ -308,9 +308,8 @@ def test_data_parallel_matches_single_process(tmp_path: Path):
 
 def _initial_context(opts: list[str], output_dir: Path) -> torch.Tensor:
     """Return CoOp's context vectors as a run initialises them (seeded before the trainer is built)."""
-    from perlclip.trainers import TRAINERS
-
     from perlclip.seeding import set_random_seed
+    from perlclip.trainers import TRAINERS
 
     cfg, _ = api.build_config("CoOp", "shapes", shots=2, subsample="base", output_dir=str(output_dir), device="cpu", opts=opts)
     set_random_seed(int(cfg.SEED))
