@@ -255,6 +255,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, output_dir: str, opts: li
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
     )
+    torch.set_num_threads(1)
     from perlclip.distributed import destroy_distributed
 
     cfg, recipe = api.build_config("CoOp", "shapes", shots=2, subsample="base", output_dir=output_dir, device="cpu", opts=opts)
@@ -274,9 +275,9 @@ def test_data_parallel_matches_single_process(tmp_path: Path):
     # so the gradient weighting by shard size is exercised.
     opts = [*TINY, "OPTIM.MAX_EPOCH", "1", "OPTIM.WARMUP_EPOCH", "0", "OPTIM.LR", "0.05", "DATALOADER.TRAIN_X.BATCH_SIZE", "3"]
     parallel, single = tmp_path / "parallel", tmp_path / "single"
-    # fork keeps the already imported modules, so the two processes start in about a second.
+    # "spawn", because a forked child of a process whose OpenMP threads already ran can deadlock.
     context = mp.start_processes(
-        _ddp_worker, args=(2, _free_port(), str(parallel), opts), nprocs=2, join=False, start_method="fork"
+        _ddp_worker, args=(2, _free_port(), str(parallel), opts), nprocs=2, join=False, start_method="spawn"
     )
     deadline = time.time() + 180
     while not context.join(timeout=1):
