@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from perlclip.errors import PerlclipError
+
 logger = logging.getLogger(__name__)
 
 _CONFIG_DIR = Path(__file__).with_name("model_configs")
@@ -52,7 +54,7 @@ OPENAI_CLIP_NAMES = {
 _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
-class BackboneError(RuntimeError):
+class BackboneError(PerlclipError, RuntimeError):
     """The backbone cannot be built: an unknown name, missing weights or an unsupported model."""
 
 

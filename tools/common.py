@@ -9,12 +9,11 @@ from collections.abc import Callable
 
 from perlclip.errors import PerlclipError
 from perlclip.logs import setup_console_logging
-from perlclip.methods.clip_backbone import BackboneError
 
 logger = logging.getLogger("perlclip.tools")
 
 # Errors caused by input: printed as one line. Set PERLCLIP_DEBUG=1 to see their tracebacks.
-USER_ERRORS = (PerlclipError, BackboneError, ValueError, FileNotFoundError)
+USER_ERRORS = (PerlclipError, ValueError, FileNotFoundError)
 
 
 def run_main(main: Callable[[], int | None]) -> None:
