@@ -130,3 +130,19 @@ def test_test_loader_not_built_before_evaluation(shared_data: Path):
     assert manager._test_loader is None
     batch = next(iter(manager.test_loader))
     assert batch["img"].shape == (100, 3, 224, 224)
+
+
+def test_worker_error_printed_as_one_line(tmp_path: Path):
+    from torch.utils.data import DataLoader
+
+    from perlclip.datasets.loader import ImageDataset
+    from perlclip.datasets.base import Datum
+    from perlclip.tools.common import user_message
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    loader = DataLoader(ImageDataset([Datum(str(broken))], lambda image: image), num_workers=1)
+    with pytest.raises(ImageReadError) as error:
+        next(iter(loader))
+    assert "Traceback" in str(error.value)
+    assert user_message(error.value) == f"Cannot read image {broken}: cannot identify image file '{broken}'. Replace or re-download the file."
