@@ -127,6 +127,7 @@ class DatasetBase:
                 f"{type(self).__name__} has no training split, and the base/new halves are taken from "
                 f"the training labels, so DATASET.SUBSAMPLE_CLASSES must be 'all', got {subsample!r}"
             )
+        self.check_labels(train, test)
         self.all_classnames = class_names(train + val + test)
         selection = None
         if num_shots >= 1 and train:
@@ -206,6 +207,19 @@ class DatasetBase:
     def read_items(self) -> tuple[list[SplitItem], list[SplitItem], list[SplitItem]]:
         """Return the (train, val, test) items; the default reads the CoOp split file."""
         return read_split(self.split_path)
+
+    def check_labels(self, train: Sequence[SplitItem], test: Sequence[SplitItem]) -> None:
+        """Raise DatasetError when test classes have no training images (a truncated split file)."""
+        if not train:
+            return
+        missing = sorted({label for _, label, _ in test} - {label for _, label, _ in train})
+        if missing:
+            source = self.split_path if self.split_file is not None else self.image_root
+            raise DatasetError(
+                f"{len(missing)} test classes of {type(self).__name__} have no training images (labels "
+                f"{missing[:10]}{' ...' if len(missing) > 10 else ''}) in {source}; the split file or "
+                f"folder is incomplete. Download it again (tools/check_data.py lists what is missing)."
+            )
 
     def to_datums(self, items: Sequence[SplitItem]) -> list[Datum]:
         """Turn split items into `Datum` records with absolute image paths."""

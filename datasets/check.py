@@ -161,6 +161,10 @@ def check_dataset(
         return report
 
     _count(report, dataset, items)
+    try:
+        dataset.check_labels(items["train"], items["test"])
+    except DatasetError as error:
+        report.problems.append(str(error))
     if dataset.image_root.is_dir():
         _check_images(report, dataset, items, quick, workers, progress)
     return report

@@ -21,7 +21,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import PerlclipError
+
 CACHE_ENV = "PERLCLIP_CACHE"
+
+
+class CacheError(PerlclipError, OSError):
+    """The cache folder cannot be created or written."""
 
 
 def cache_root(config_value: str = "") -> Path:
@@ -35,9 +41,11 @@ def cache_root(config_value: str = "") -> Path:
         root = Path(base) / "perlclip"
     try:
         root.mkdir(parents=True, exist_ok=True)
+        if not os.access(root, os.W_OK):
+            raise PermissionError(13, "not writable", str(root))
     except OSError as error:
-        raise OSError(
-            f"Cannot create the cache folder {root}: {error}. Set CACHE_DIR in the config or the "
+        raise CacheError(
+            f"Cannot use the cache folder {root} ({error.strerror or error}). Set CACHE_DIR in the config or the "
             f"{CACHE_ENV} environment variable to a writable folder."
         ) from error
     return root

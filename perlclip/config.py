@@ -16,6 +16,7 @@ import ast
 import difflib
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ import yaml
 from yacs.config import CfgNode as CN
 
 from .errors import PerlclipError
+
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(PerlclipError, ValueError):
@@ -40,12 +43,20 @@ PER_RUN_KEYS = (
     "CACHE_DIR",
     "FEATURE_CACHE",
     "DATASET.ROOT",
+    "DATASET.NAME",
     "DATASET.NUM_SHOTS",
     "DATASET.SUBSAMPLE_CLASSES",
     "DATALOADER.NUM_WORKERS",
     "TRAIN.PRINT_FREQ",
     "VERBOSE",
 )
+# Keys that name a run rather than its recipe. A trainer recipe (or a run's config.yaml loaded with
+# --config) never sets them: the dataset config and the command-line flags do.
+RUN_IDENTITY_KEYS = ("OUTPUT_DIR", "SEED", "DATASET.NAME", "DATASET.ROOT", "DATASET.NUM_SHOTS", "DATASET.SUBSAMPLE_CLASSES")
+# Keys that change how fast a run goes, never what it computes: an interrupted run may resume with
+# other values of them.
+EXECUTION_KEYS = ("DEVICE", "USE_CUDA", "CACHE_DIR", "FEATURE_CACHE", "DATALOADER.NUM_WORKERS", "DATALOADER.PIN_MEMORY",
+                  "TRAIN.PRINT_FREQ", "VERBOSE")
 
 
 def _base_defaults() -> CN:
@@ -291,11 +302,22 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
     )
 
 
-def merge_mapping(cfg: CN, values: Mapping[str, Any], source: str) -> None:
-    """Merge nested or dotted `values` into `cfg`, checking every key and coercing every value."""
+def merge_mapping(cfg: CN, values: Mapping[str, Any], source: str, ignore: Iterable[str] = ()) -> None:
+    """Merge nested or dotted `values` into `cfg`, checking every key and coercing every value.
+
+    Keys listed in `ignore` are skipped (and logged), e.g. a loaded run's output folder.
+    """
     cfg.defrost()
     known = flatten(cfg)
-    for key, value in flatten(values).items():
+    ignore = set(ignore)
+    flat = flatten(values)
+    _check_trainer_name(cfg, flat, source)
+    skipped = sorted(key for key in flat if key in ignore)
+    if skipped:
+        logger.info("Ignoring %s from %s (set by the dataset config and the command line)", ", ".join(skipped), source)
+    for key, value in flat.items():
+        if key in ignore:
+            continue
         if key not in known:
             raise _unknown_key_error(key, cfg, source)
         coerced = _coerce(key, value, known[key], source)
@@ -306,7 +328,18 @@ def merge_mapping(cfg: CN, values: Mapping[str, Any], source: str) -> None:
         node[leaf] = coerced
 
 
-def merge_file(cfg: CN, path: str | Path) -> None:
+def _check_trainer_name(cfg: CN, flat: Mapping[str, Any], source: str) -> None:
+    """Reject a config that names another trainer than the run's (a run's config.yaml, say)."""
+    named = flat.get("TRAINER.NAME")
+    current = cfg.TRAINER.NAME
+    if named and current and str(named).lower() != current.lower():
+        raise ConfigError(
+            f"{source} is a config for trainer {named!r}, but this run's trainer is {current!r}; "
+            f"pass --trainer {named} or another config"
+        )
+
+
+def merge_file(cfg: CN, path: str | Path, ignore: Iterable[str] = ()) -> None:
     """Merge a YAML file into `cfg` (see `merge_mapping`)."""
     path = Path(path)
     if not path.is_file():
@@ -322,17 +355,43 @@ def merge_file(cfg: CN, path: str | Path) -> None:
     # Dassl recipe files may carry a `_BASE_` key; perlclip has no file inheritance.
     if "_BASE_" in values:
         raise ConfigError(f"Config file {path} uses _BASE_ inheritance, which perlclip does not support")
-    merge_mapping(cfg, values, str(path))
+    merge_mapping(cfg, values, str(path), ignore)
+
+
+def parse_overrides(tokens: Iterable[str]) -> dict[str, str]:
+    """Turn trailing command-line tokens into {KEY: VALUE}.
+
+    Accepts `KEY VALUE` pairs and `KEY=VALUE` tokens, after an optional `--` separator.
+    """
+    tokens = list(tokens)
+    if tokens[:1] == ["--"]:
+        tokens = tokens[1:]
+    pairs: dict[str, str] = {}
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        if token.startswith("--"):
+            raise ConfigError(
+                f"Flag {token} comes after the KEY VALUE config overrides; put flags before the overrides"
+            )
+        if "=" in token and not token.startswith("="):
+            key, value = token.split("=", 1)
+            pairs[key] = value
+            index += 1
+            continue
+        if index + 1 >= len(tokens):
+            raise ConfigError(
+                f"Config override {token} has no value: trailing overrides come in KEY VALUE pairs "
+                f"(or KEY=VALUE), e.g. OPTIM.MAX_EPOCH 10"
+            )
+        pairs[token] = tokens[index + 1]
+        index += 2
+    return pairs
 
 
 def merge_list(cfg: CN, pairs: Iterable[str], source: str = "command line") -> None:
-    """Merge trailing `KEY VALUE` pairs from the command line."""
-    pairs = list(pairs)
-    if len(pairs) % 2:
-        raise ConfigError(
-            f"Trailing config overrides must come in KEY VALUE pairs, got an odd count: {' '.join(pairs)}"
-        )
-    merge_mapping(cfg, dict(zip(pairs[0::2], pairs[1::2], strict=True)), source)
+    """Merge trailing `KEY VALUE` pairs (or `KEY=VALUE` tokens) from the command line."""
+    merge_mapping(cfg, parse_overrides(pairs), source)
 
 
 def to_plain(cfg: CN) -> dict[str, Any]:

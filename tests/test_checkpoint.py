@@ -78,3 +78,14 @@ def test_missing_and_corrupt_checkpoints(tmp_path: Path):
     corrupt.write_bytes(b"\x00garbage")
     with pytest.raises(CheckpointError, match="corrupt.pth.tar-1"):
         load_checkpoint(corrupt)
+
+
+def test_text_and_empty_files_named(tmp_path: Path):
+    text = tmp_path / "model.pth.tar-1"
+    text.write_text("garbage\n")
+    with pytest.raises(CheckpointError, match=f"Cannot read checkpoint {text}: it is corrupt or not a PyTorch checkpoint"):
+        load_checkpoint(text)
+    empty = tmp_path / "model.pth.tar-2"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=f"Checkpoint {empty} is empty"):
+        load_checkpoint(empty)

@@ -138,3 +138,39 @@ def test_registry_rejects_duplicates():
     registry.register("Alpha", object())
     with pytest.raises(RegistryError, match="already registered"):
         registry.register("alpha", object())
+
+
+def test_recipe_hash_shared_across_datasets(tmp_path: Path):
+    dtd, _ = api.build_config("PERL", "dtd", output_dir=str(tmp_path / "a"))
+    shapes, _ = api.build_config("PERL", "shapes", output_dir=str(tmp_path / "b"))
+    assert recipe_hash(dtd) == recipe_hash(shapes)
+    assert config_hash(dtd) != config_hash(shapes)
+
+
+def test_run_config_reloads_as_recipe(tmp_path: Path):
+    saved = tmp_path / "config.yaml"
+    saved.write_text(
+        "OUTPUT_DIR: /somewhere/else\nSEED: 7\nDATASET:\n  NAME: DescribableTextures\n  NUM_SHOTS: 2\n"
+        "OPTIM:\n  MAX_EPOCH: 3\nTRAINER:\n  NAME: PERL\n  PERL:\n    STEPS: 2\n"
+    )
+    cfg, _ = api.build_config("PERL", "shapes", config=str(saved), seed=2, output_dir=str(tmp_path / "new"))
+    assert cfg.DATASET.NAME == "Shapes"
+    assert cfg.OUTPUT_DIR == str(tmp_path / "new")
+    assert (cfg.SEED, cfg.DATASET.NUM_SHOTS) == (2, 16)
+    assert (cfg.OPTIM.MAX_EPOCH, cfg.TRAINER.PERL.STEPS) == (3, 2)
+    with pytest.raises(ConfigError, match=r"is a config for trainer 'PERL', but this run's trainer is 'CoOp'"):
+        api.build_config("CoOp", "shapes", config=str(saved))
+
+
+def test_override_forms_accepted():
+    cfg = get_cfg_default("PERL")
+    merge_list(cfg, ["--", "OPTIM.LR=0.5", "SEED", "4"])
+    assert (cfg.OPTIM.LR, cfg.SEED) == (0.5, 4)
+    with pytest.raises(ConfigError, match="Flag --shots comes after the KEY VALUE config overrides"):
+        merge_list(cfg, ["SEED", "4", "--shots", "2"])
+
+
+def test_dataset_config_ignores_case():
+    assert api.dataset_config_path("DTD").name == "dtd.yaml"
+    with pytest.raises(ConfigError, match="Did you mean 'oxford_pets'"):
+        api.dataset_config_path("oxford_pet")

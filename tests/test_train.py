@@ -117,13 +117,43 @@ def test_dassl_coop_checkpoint_evaluates(shared_data: Path, tmp_path: Path):
     results = _run("CoOp", shared_data, tmp_path / "eval", shots=1, eval_only=True, model_dir=model_dir, load_epoch=50)
     assert results["num_test"] == 360 and results["seed"] == 1
 
-    with pytest.raises(CheckpointError, match="model.pth.tar-7"):
+    with pytest.raises(CheckpointError, match=r"model.pth.tar-7 \(epochs in .*: 50\); check --load-epoch"):
         _run("CoOp", shared_data, tmp_path / "eval7", shots=1, eval_only=True, model_dir=model_dir, load_epoch=7)
 
 
 def test_eval_only_needs_model_dir(shared_data: Path, tmp_path: Path):
     with pytest.raises(RunError, match="--eval-only with trainer CoOp needs --model-dir"):
         _run("CoOp", shared_data, tmp_path / "x", shots=1, eval_only=True)
+    with pytest.raises(RunError, match="only read with --eval-only"):
+        _run("CoOp", shared_data, tmp_path / "y", shots=1, model_dir=tmp_path)
+
+
+def test_resume_rejects_changed_config(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    original = TrainerBase.after_epoch
+
+    def interrupt(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TrainerBase, "after_epoch", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        _run("PERL", shared_data, tmp_path / "run", shots=1)
+    monkeypatch.setattr(TrainerBase, "after_epoch", original)
+    with pytest.raises(RunError, match=r"Cannot resume .* with another config \(OPTIM.LR: 0.001 -> 0.5\)"):
+        _run("PERL", shared_data, tmp_path / "run", shots=1, opts=["OPTIM.LR", "0.5"], resume=True)
+
+
+def test_unwritable_output_dir_named(shared_data: Path, tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(RunError, match=f"Cannot write the run folder {blocker / 'run'}.*--output-dir"):
+        _run("ZeroshotCLIP", shared_data, blocker / "run", shots=1)
+
+
+def test_eval_only_takes_model_shots(shared_data: Path, tmp_path: Path):
+    _run("CoOp", shared_data, tmp_path / "base", shots=2, subsample="base", opts=["OPTIM.MAX_EPOCH", "1"])
+    cfg, _ = api.build_config("CoOp", "dtd", root=str(shared_data), subsample="new", model_dir=str(tmp_path / "base"))
+    assert cfg.DATASET.NUM_SHOTS == 2
+    assert "shots_2" in cfg.OUTPUT_DIR
 
 
 def test_cli_train_and_help(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture):

@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.shots < 1:
         raise DatasetError(f"--shots must be >= 1 for a few-shot selection, got {args.shots}")
+    if args.seed < 0:
+        raise DatasetError(f"--seed must be >= 0, got {args.seed}")
 
     cfg = get_cfg_default()
     merge_file(cfg, dataset_config_path(args.dataset_config))

@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", default=None, help="trainer recipe: a YAML path or a name under configs/trainers/<TRAINER>/ (default: the trainer's default recipe)")
     parser.add_argument("--root", default=None, help="data root holding the dataset folders (default: $DATA)")
     parser.add_argument("--seed", type=int, default=None, help="random seed, 0 included (default: 1, or the model's seed with --model-dir)")
-    parser.add_argument("--shots", type=int, default=16, help="training images per class; -1 for all (default: 16)")
+    parser.add_argument("--shots", type=int, default=None, help="training images per class; -1 for all (default: 16, or the model's shots with --model-dir)")
     parser.add_argument("--subsample", choices=("all", "base", "new"), default="all", help="classes: all, or the base/new half (default: all)")
     parser.add_argument("--output-dir", default=None, help="run folder (default: see below)")
     parser.add_argument("--eval-only", action="store_true", help="evaluate a trained model instead of training")

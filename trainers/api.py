@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import difflib
 import json
 import logging
 import shutil
@@ -38,10 +39,13 @@ from perlclip.config import (
     dump_yaml,
     flatten,
     get_cfg_default,
+    EXECUTION_KEYS,
+    RUN_IDENTITY_KEYS,
     merge_file,
     merge_list,
     merge_mapping,
     recipe_hash,
+    to_plain,
 )
 from perlclip.datasets import DATASETS
 from perlclip.distributed import barrier, init_distributed_from_env, is_main_process
@@ -94,13 +98,17 @@ def dataset_config_path(name_or_path: str) -> Path:
         if not path.is_file():
             raise ConfigError(f"Dataset config file not found: {path}")
         return path
-    candidate = configs_dir() / "datasets" / f"{name_or_path}.yaml"
-    if not candidate.is_file():
-        raise ConfigError(
-            f"Unknown dataset config {name_or_path!r}. Available: {', '.join(list_dataset_configs())} "
-            f"(or pass the path of a YAML file)"
-        )
-    return candidate
+    names = {name.lower(): name for name in list_dataset_configs()}
+    # Dataset configs are matched ignoring case, as trainer names are (DTD finds dtd).
+    key = str(name_or_path).lower().replace("-", "_")
+    if key in names:
+        return configs_dir() / "datasets" / f"{names[key]}.yaml"
+    close = difflib.get_close_matches(key, list(names), n=1, cutoff=0.6)
+    hint = f" Did you mean {names[close[0]]!r}?" if close else ""
+    raise ConfigError(
+        f"Unknown dataset config {name_or_path!r}.{hint} Available: {', '.join(list_dataset_configs())} "
+        f"(or pass the path of a YAML file)"
+    )
 
 
 def recipe_path(trainer: str, config: str | None) -> Path | None:
@@ -122,15 +130,15 @@ def recipe_path(trainer: str, config: str | None) -> Path | None:
     return None
 
 
-def _model_recipe_layer(cfg: CfgNode, model_dir: Path) -> tuple[str | None, int | None]:
+def _model_recipe_layer(cfg: CfgNode, model_dir: Path) -> tuple[str | None, int | None, int | None]:
     """Merge a training run's config.yaml (minus per-run keys) as the recipe layer of an eval-only run.
 
-    Returns (the training run's recipe name, its seed), or (None, None) when the folder has no
-    config.yaml (checkpoints of the original CoOp-family code).
+    Returns (the training run's recipe name, its seed, its shots), or (None, None, None) when the
+    folder has no config.yaml (checkpoints of the original CoOp-family code).
     """
     path = model_dir / "config.yaml"
     if not path.is_file():
-        return None, None
+        return None, None, None
     with open(path, encoding="utf-8") as handle:
         trained = yaml.safe_load(handle) or {}
     trained_name = trained.get("TRAINER", {}).get("NAME", "")
@@ -142,10 +150,11 @@ def _model_recipe_layer(cfg: CfgNode, model_dir: Path) -> tuple[str | None, int 
     kept = {k: v for k, v in flatten(trained).items() if not k.startswith(_EVAL_DROPPED_PREFIXES)}
     merge_mapping(cfg, kept, str(path))
     seed = trained.get("SEED")
+    shots = trained.get("DATASET", {}).get("NUM_SHOTS")
     results = model_dir / RESULTS_FILE
     if results.is_file():
-        return json.loads(results.read_text(encoding="utf-8")).get("recipe"), seed
-    return "model", seed
+        return json.loads(results.read_text(encoding="utf-8")).get("recipe"), seed, shots
+    return "model", seed, shots
 
 
 def build_config(
@@ -154,7 +163,7 @@ def build_config(
     config: str | None = None,
     root: str | None = None,
     seed: int | None = None,
-    shots: int | None = 16,
+    shots: int | None = None,
     subsample: str | None = "all",
     output_dir: str | None = None,
     device: str | None = None,
@@ -165,22 +174,27 @@ def build_config(
 
     Merge order: defaults -> dataset config -> trainer recipe (for an eval-only run without
     `config`, the training run's config.yaml) -> these arguments -> `opts` (KEY VALUE pairs).
-    A `seed` of None means the training run's seed when `model_dir` has a config.yaml, else 1.
+    A `seed` (`shots`) of None means the training run's seed (shots) when `model_dir` has a
+    config.yaml, else 1 (16). A recipe file never sets the run's identity (`RUN_IDENTITY_KEYS`:
+    dataset, root, seed, shots, subsample, output folder), so a run's config.yaml reloads as a
+    recipe for another run.
     """
     name = TRAINERS.canonical_name(trainer)
     cfg = get_cfg_default(name)
     dataset_path = dataset_config_path(dataset_config)
     merge_file(cfg, dataset_path)
 
-    recipe, trained_seed = None, None
+    recipe, trained_seed, trained_shots = None, None, None
     if model_dir and not config:
-        recipe, trained_seed = _model_recipe_layer(cfg, Path(model_dir))
+        recipe, trained_seed, trained_shots = _model_recipe_layer(cfg, Path(model_dir))
     if seed is None:
         seed = trained_seed if trained_seed is not None else 1
+    if shots is None:
+        shots = trained_shots if trained_shots is not None else 16
     if recipe is None:
         path = recipe_path(name, config)
         if path is not None:
-            merge_file(cfg, path)
+            merge_file(cfg, path, ignore=RUN_IDENTITY_KEYS)
         recipe = path.stem if path is not None else "default"
 
     flags: dict[str, Any] = {}
@@ -261,6 +275,25 @@ def _prepare_output_dir(output_dir: Path, trainer_cls: type[TrainerBase], resume
     output_dir.mkdir(parents=True, exist_ok=True)
 
 
+def _check_resumed_config(output_dir: Path, cfg: CfgNode) -> None:
+    """Refuse to resume a run with a config that differs from the interrupted run's (speed keys aside)."""
+    path = output_dir / "config.yaml"
+    if not path.is_file():
+        return
+    with open(path, encoding="utf-8") as handle:
+        before = flatten(yaml.safe_load(handle) or {})
+    now = flatten(to_plain(cfg))
+    changed = sorted(
+        key for key in set(before) | set(now) if key not in EXECUTION_KEYS and before.get(key) != now.get(key)
+    )
+    if changed:
+        details = ", ".join(f"{key}: {before.get(key)!r} -> {now.get(key)!r}" for key in changed[:6])
+        raise RunError(
+            f"Cannot resume {output_dir} with another config ({details}{', ...' if len(changed) > 6 else ''}). "
+            f"Resume with the interrupted run's settings, or pass --force to start over."
+        )
+
+
 def run(
     cfg: CfgNode,
     recipe: str = "",
@@ -273,6 +306,11 @@ def run(
     """Train (or evaluate) and write the run folder; return the content of results.json."""
     trainer_cls = TRAINERS.get(cfg.TRAINER.NAME)
     output_dir = Path(cfg.OUTPUT_DIR)
+    if model_dir is not None and not eval_only:
+        raise RunError(
+            f"--model-dir {model_dir} is only read with --eval-only; without it the run would train a new "
+            f"model. Add --eval-only to evaluate that model, or drop --model-dir to train."
+        )
     if eval_only and model_dir is None and trainer_cls.trains:
         raise RunError(f"--eval-only with trainer {trainer_cls.name} needs --model-dir DIR (a training run's folder)")
     if model_dir is not None and not Path(model_dir).is_dir():
@@ -286,8 +324,16 @@ def run(
     init_distributed_from_env(cfg.DEVICE)
     main_process = is_main_process()
     if main_process:
-        _prepare_output_dir(output_dir, trainer_cls, resume, force, eval_only)
-        atomic_write_text(output_dir / "config.yaml", dump_yaml(cfg))
+        if resume and not force:
+            _check_resumed_config(output_dir, cfg)
+        try:
+            _prepare_output_dir(output_dir, trainer_cls, resume, force, eval_only)
+            atomic_write_text(output_dir / "config.yaml", dump_yaml(cfg))
+        except OSError as error:
+            raise RunError(
+                f"Cannot write the run folder {output_dir}: {error.strerror or error}. Pass --output-dir "
+                f"to a writable folder."
+            ) from error
     barrier()
 
     with log_to_file(output_dir / "log.txt") if main_process else contextlib.nullcontext():
@@ -334,7 +380,15 @@ def _run_logged(
     if cfg.TEST.NO_TEST:
         logger.info("TEST.NO_TEST is set: skipping the final evaluation")
         return {}
-    result = trainer.evaluate("test")
+    try:
+        result = trainer.evaluate("test")
+    except PerlclipError as error:
+        if eval_only or not trainer.trains:
+            raise
+        raise type(error)(
+            f"{error} Training finished and its checkpoints are kept in {output_dir}: fix the problem and "
+            f"rerun the same command with --resume to evaluate without training again."
+        ) from error
     for line in dassl_summary_lines(result):
         logger.info("%s", line)
     for name, accuracy in result.extra_accuracy.items():
@@ -410,7 +464,14 @@ def count_parameters(
         opts=[*opts, "MODEL.BACKBONE.NAME", backbone, "MODEL.BACKBONE.PRETRAINED", "none"],
     )
     dataset = ClassListDataset([f"class {i}" for i in range(num_classes)], num_shots=shots)
-    model = load_backbone(backbone, "none", cfg.MODEL.BACKBONE.QUICK_GELU)
+    # Random weights are the point here, so the backbone's warning about them would only confuse.
+    backbone_logger = logging.getLogger("perlclip.methods.clip_backbone")
+    level = backbone_logger.level
+    backbone_logger.setLevel(logging.ERROR)
+    try:
+        model = load_backbone(backbone, "none", cfg.MODEL.BACKBONE.QUICK_GELU)
+    finally:
+        backbone_logger.setLevel(level)
     trainer_obj = TRAINERS.get(cfg.TRAINER.NAME)(cfg, Path("unused"), backbone=model, dm=DataManager(cfg, dataset))
     counts = {"trainable": trainer_obj.trainable_params(), "total": trainer_obj.total_params()}
     if trainer_obj.stored_params():

@@ -488,7 +488,13 @@ class TrainerBase:
     def _checkpoint_path(self, directory: Path, name: str, epoch: int | None, prefer_best: bool) -> Path:
         folder = Path(directory) / name
         if epoch is not None:
-            return folder / f"{CHECKPOINT_PREFIX}{epoch}"
+            path = folder / f"{CHECKPOINT_PREFIX}{epoch}"
+            if not path.is_file() and folder.is_dir():
+                available = ", ".join(str(e) for e in checkpoint_epochs(folder)) or "none"
+                raise CheckpointError(
+                    f"Checkpoint not found: {path} (epochs in {folder}: {available}); check --load-epoch"
+                )
+            return path
         if prefer_best and (folder / BEST_CHECKPOINT).is_file():
             return folder / BEST_CHECKPOINT
         epochs = checkpoint_epochs(folder)

@@ -129,21 +129,32 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"Checkpoint {path} is empty; the run that wrote it was cut off. Train again.")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as first_error:
         logger.info("%s is not a plain-data checkpoint (%s); reading it as a Dassl checkpoint", path, str(first_error).splitlines()[0])
-    except (RuntimeError, EOFError, OSError) as error:
-        raise CheckpointError(f"Cannot read checkpoint {path}: {error}") from error
+    except Exception as error:  # noqa: BLE001  (torch.load raises many types on corrupt files)
+        raise _unreadable(path, error) from error
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=False, pickle_module=_DasslPickleModule)
     except pickle.UnpicklingError as error:
-        raise CheckpointError(f"Refused checkpoint {path}: {error}") from error
-    except (RuntimeError, EOFError, OSError, AttributeError) as error:
-        raise CheckpointError(f"Cannot read checkpoint {path}: {error}") from error
+        if str(error).startswith("Refusing"):
+            raise CheckpointError(f"Refused checkpoint {path}: {error}") from error
+        raise _unreadable(path, error) from error
+    except Exception as error:  # noqa: BLE001  (as above)
+        raise _unreadable(path, error) from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"Checkpoint {path} has no 'state_dict' entry; it is not a Dassl or perlclip checkpoint")
     return checkpoint
+
+
+def _unreadable(path: Path, error: BaseException) -> CheckpointError:
+    return CheckpointError(
+        f"Cannot read checkpoint {path}: it is corrupt or not a PyTorch checkpoint "
+        f"({type(error).__name__}: {error}). Restore the file or train again."
+    )
 
 
 def checkpoint_epochs(folder: Path) -> list[int]:
