@@ -417,10 +417,15 @@ def config_hash(cfg: CN) -> str:
     return _hash_mapping(flatten(to_plain(cfg)))
 
 
-def recipe_hash(cfg: CN) -> str:
-    """Return a hash of the config without per-run keys (`PER_RUN_KEYS`), shared by a recipe's seeds."""
+def recipe_hash(cfg: CN, exclude: Iterable[str] = ()) -> str:
+    """Return a hash of the config without per-run keys (`PER_RUN_KEYS`), shared by a recipe's seeds.
+
+    The dataset name is a per-run key, so one recipe has one hash on every dataset; `exclude`
+    leaves out more keys (those a method's per-dataset recipes set differently).
+    """
     flat = flatten(to_plain(cfg))
-    return _hash_mapping({key: value for key, value in flat.items() if key not in PER_RUN_KEYS})
+    skipped = set(PER_RUN_KEYS) | set(exclude)
+    return _hash_mapping({key: value for key, value in flat.items() if key not in skipped})
 
 
 def dump_yaml(cfg: CN) -> str:

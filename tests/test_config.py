@@ -174,3 +174,16 @@ def test_dataset_config_ignores_case():
     assert api.dataset_config_path("DTD").name == "dtd.yaml"
     with pytest.raises(ConfigError, match="Did you mean 'oxford_pets'"):
         api.dataset_config_path("oxford_pet")
+
+
+def test_per_dataset_recipe_picked_and_grouped(tmp_path: Path):
+    dtd, dtd_recipe = api.build_config("CoPrompt", "dtd", output_dir=str(tmp_path / "a"))
+    food, food_recipe = api.build_config("CoPrompt", "food101", output_dir=str(tmp_path / "b"))
+    shapes, shapes_recipe = api.build_config("CoPrompt", "shapes", output_dir=str(tmp_path / "c"))
+    assert (dtd_recipe, food_recipe, shapes_recipe) == ("vit_b16_dtd", "vit_b16_food101", "vit_b16_imagenet")
+    assert (dtd.TRAINER.COPROMPT.N_CTX, food.OPTIM.MAX_EPOCH) == (2, 5)
+    keys = TRAINERS.get("CoPrompt").dataset_specific_keys
+    assert recipe_hash(dtd, exclude=keys) == recipe_hash(food, exclude=keys) == recipe_hash(shapes, exclude=keys)
+    assert recipe_hash(dtd) != recipe_hash(food)
+    _, explicit = api.build_config("CoPrompt", "dtd", config="vit_b16_imagenet", output_dir=str(tmp_path / "d"))
+    assert explicit == "vit_b16_imagenet"

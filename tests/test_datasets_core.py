@@ -135,8 +135,8 @@ def test_test_loader_not_built_before_evaluation(shared_data: Path):
 def test_worker_error_printed_as_one_line(tmp_path: Path):
     from torch.utils.data import DataLoader
 
-    from perlclip.datasets.loader import ImageDataset
     from perlclip.datasets.base import Datum
+    from perlclip.datasets.loader import ImageDataset
     from perlclip.tools.common import user_message
 
     broken = tmp_path / "broken.jpg"

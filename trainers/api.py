@@ -34,13 +34,13 @@ from yacs.config import CfgNode
 
 from perlclip.cache import atomic_write_text
 from perlclip.config import (
+    EXECUTION_KEYS,
+    RUN_IDENTITY_KEYS,
     ConfigError,
     config_hash,
     dump_yaml,
     flatten,
     get_cfg_default,
-    EXECUTION_KEYS,
-    RUN_IDENTITY_KEYS,
     merge_file,
     merge_list,
     merge_mapping,
@@ -111,8 +111,12 @@ def dataset_config_path(name_or_path: str) -> Path:
     )
 
 
-def recipe_path(trainer: str, config: str | None) -> Path | None:
-    """Resolve `--config`: a path, a recipe name under configs/trainers/<TRAINER>/, or the default."""
+def recipe_path(trainer: str, config: str | None, dataset: str = "") -> Path | None:
+    """Resolve `--config`: a path, a recipe name under configs/trainers/<TRAINER>/, or the default.
+
+    Without `config`, a trainer with per-dataset recipes (`dataset_recipe`) gets the one of
+    `dataset` (a dataset config name) when it exists, else its `default_recipe`.
+    """
     trainer_cls = TRAINERS.get(trainer)
     if config:
         path = Path(config).expanduser()
@@ -125,6 +129,10 @@ def recipe_path(trainer: str, config: str | None) -> Path | None:
             f"Trainer recipe {config!r} not found as a file or under configs/trainers/{trainer_cls.name}/ "
             f"(available: {', '.join(list_recipes(trainer_cls.name)) or 'none'})"
         )
+    if trainer_cls.dataset_recipe and dataset:
+        candidate = configs_dir() / "trainers" / trainer_cls.name / f"{trainer_cls.dataset_recipe.format(dataset=dataset)}.yaml"
+        if candidate.is_file():
+            return candidate
     if trainer_cls.default_recipe:
         return configs_dir() / "trainers" / trainer_cls.name / f"{trainer_cls.default_recipe}.yaml"
     return None
@@ -192,7 +200,7 @@ def build_config(
     if shots is None:
         shots = trained_shots if trained_shots is not None else 16
     if recipe is None:
-        path = recipe_path(name, config)
+        path = recipe_path(name, config, dataset_path.stem)
         if path is not None:
             merge_file(cfg, path, ignore=RUN_IDENTITY_KEYS)
         recipe = path.stem if path is not None else "default"
@@ -408,7 +416,7 @@ def _results_record(cfg, trainer, recipe, result, eval_only, model_dir, started)
     return {
         "trainer": trainer.name,
         "recipe": recipe,
-        "recipe_hash": recipe_hash(cfg),
+        "recipe_hash": recipe_hash(cfg, exclude=trainer.dataset_specific_keys),
         "config_hash": config_hash(cfg),
         "dataset": type(dataset).__name__,
         "subsample": cfg.DATASET.SUBSAMPLE_CLASSES,

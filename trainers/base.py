@@ -112,6 +112,12 @@ class TrainerBase:
     name: ClassVar[str] = ""
     # Recipe file under configs/trainers/<name>/ used when --config is not given.
     default_recipe: ClassVar[str] = ""
+    # Per-dataset recipe name, "{dataset}" standing for the dataset config (CoPrompt's
+    # "vit_b16_{dataset}"); used instead of `default_recipe` where such a file exists.
+    dataset_recipe: ClassVar[str] = ""
+    # Keys whose official values differ between those per-dataset recipes. `recipe_hash` leaves
+    # them out, so that the per-dataset recipes of one method form one row across datasets.
+    dataset_specific_keys: ClassVar[tuple[str, ...]] = ()
     # False for methods without gradient training (zero-shot CLIP, Tip-Adapter).
     trains: ClassVar[bool] = True
     # False for methods that cannot score classes they were not trained on (linear probe).

@@ -12,6 +12,7 @@ does not use the feature cache.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -24,6 +25,8 @@ from perlclip.methods.clip_lora import CLIPLoRAModel
 
 from .base import TrainerBase, register
 from .optim import IterationLRScheduler, build_optimizer, iterations_per_epoch
+
+logger = logging.getLogger(__name__)
 
 
 def _node() -> CN:
@@ -85,6 +88,12 @@ class CLIPLoRA(TrainerBase):
             raise ValueError(f"TRAINER.CLIP_LORA.ITERS_PER_SHOT must be >= 1, got {node.ITERS_PER_SHOT}")
         self.batches_per_epoch = iterations_per_epoch(len(self.dm.dataset.train_x), int(self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE))
         self.max_epoch = math.ceil(self.total_iters / self.batches_per_epoch)
+        if self.max_epoch != int(self.cfg.OPTIM.MAX_EPOCH):
+            logger.warning(
+                "CLIP-LoRA trains for %d iterations (TRAINER.CLIP_LORA.ITERS_PER_SHOT %d x %d shots), i.e. %d "
+                "epochs; OPTIM.MAX_EPOCH %d is ignored. Set ITERS_PER_SHOT to change the length.",
+                self.total_iters, int(node.ITERS_PER_SHOT), shots, self.max_epoch, int(self.cfg.OPTIM.MAX_EPOCH),
+            )
         lora = self.model.lora
         optim = build_optimizer(lora.parameters(), self.cfg.OPTIM)
         sched = IterationLRScheduler(optim, self.cfg.OPTIM, self.total_iters, min_lr=float(node.MIN_LR))

@@ -105,6 +105,8 @@ class CoPrompt(TrainerBase):
     """MaPLe-style prompts and feature adapters trained for consistency with frozen CLIP."""
 
     default_recipe = "vit_b16_imagenet"
+    dataset_recipe = "vit_b16_{dataset}"
+    dataset_specific_keys = ("TRAINER.COPROMPT.N_CTX", "TRAINER.COPROMPT.PROMPT_DEPTH", "TRAINER.COPROMPT.W", "OPTIM.MAX_EPOCH")
     class_dependent_keys = ("token_prefix", "token_suffix")
     original_checkpoint_layout = COPROMPT_LAYOUT
 

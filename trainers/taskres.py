@@ -35,6 +35,8 @@ class TaskRes(TrainerBase):
     """A learned residual on the frozen zero-shot text classifier."""
 
     default_recipe = "vit_b16"
+    dataset_recipe = "vit_b16_{dataset}"
+    dataset_specific_keys = ("OPTIM.LR", "TRAINER.TASKRES.RESIDUAL_SCALE")
     frozen_image_encoder = True
 
     def build_model(self) -> None:

@@ -50,6 +50,8 @@ class TipAdapterF(TipAdapter):
     """Tip-Adapter whose cache keys are fine-tuned; the epoch, alpha and beta are chosen on val."""
 
     default_recipe = "vit_b16"
+    dataset_recipe = "vit_b16_{dataset}"
+    dataset_specific_keys = ("OPTIM.MAX_EPOCH",)
     trains = True
 
     def build_model(self) -> None:
