@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -178,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     spec = build_spec(args, opts)
     runs = sweep.plan(spec)
     output_root = Path(args.output_root).expanduser().resolve()
+    root = args.root or os.environ.get("DATA", "")
+    if root and not Path(root).expanduser().is_dir():
+        logger.warning("Data root %s does not exist; every run that reads data will fail", root)
     scheduler = executors.Scheduler(
         runs, output_root, train.sweep_config, retry_failed=args.retry_failed, rerun_changed=args.rerun_changed
     )

@@ -61,6 +61,21 @@ from .sweep import (
 logger = logging.getLogger(__name__)
 
 
+def last_error_line(log: Path, max_bytes: int = 65536) -> str:
+    """Return the last `error: ...` line a run printed (tools/train.py's one-line message), or ""."""
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(handle.tell() - max_bytes, 0))
+            lines = handle.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if line.startswith("error: "):
+            return line[len("error: "):].strip()
+    return ""
+
+
 @dataclass
 class Outcome:
     """The exit status, log path and error message of a launched run."""
@@ -202,6 +217,9 @@ class LocalExecutor:
                 return None
             job.log_handle.close()
             message = f"exited with status {code}" if code >= 0 else f"killed by signal {-code}"
+            reason = last_error_line(job.log) if code else ""
+            if reason:
+                message = f"{message}: {reason}"
             job.outcome = Outcome(code, str(job.log), message if code else "")
         self.busy.discard(job.slot)
         return job.outcome
