@@ -43,6 +43,7 @@ PER_RUN_KEYS = (
     "DATASET.NUM_SHOTS",
     "DATASET.SUBSAMPLE_CLASSES",
     "DATALOADER.NUM_WORKERS",
+    "DATALOADER.PERSISTENT_WORKERS",
     "TRAIN.PRINT_FREQ",
     "VERBOSE",
 )
@@ -94,10 +95,12 @@ def _base_defaults() -> CN:
     _C.DATASET.SUBSAMPLE_CLASSES = "all"
 
     _C.DATALOADER = CN()
-    # Worker processes for image loading; 0 loads in the main process.
-    _C.DATALOADER.NUM_WORKERS = 4
+    # Worker processes for image loading; 0 loads in the main process, -1 picks min(8, CPUs per local process - 1).
+    _C.DATALOADER.NUM_WORKERS = -1
     # Pin host memory for faster copies to the GPU (ignored on CPU).
     _C.DATALOADER.PIN_MEMORY = True
+    # Keep the training and validation loaders' workers alive between epochs (no start-up cost per epoch).
+    _C.DATALOADER.PERSISTENT_WORKERS = True
     _C.DATALOADER.TRAIN_X = CN()
     # Training batch size.
     _C.DATALOADER.TRAIN_X.BATCH_SIZE = 32
