@@ -44,6 +44,8 @@ PER_RUN_KEYS = (
     "DATASET.SUBSAMPLE_CLASSES",
     "DATALOADER.NUM_WORKERS",
     "DATALOADER.PERSISTENT_WORKERS",
+    "COMPILE",
+    "CHANNELS_LAST",
     "TRAIN.PRINT_FREQ",
     "VERBOSE",
 )
@@ -67,6 +69,10 @@ def _base_defaults() -> CN:
     _C.CACHE_DIR = ""
     # Store frozen image features under CACHE_DIR/features and reuse them across runs (trainers/feature_cache.py).
     _C.FEATURE_CACHE = True
+    # Compile the trainer's model with torch.compile (first batches are slow while it compiles; tools/bench.py measures it).
+    _C.COMPILE = False
+    # Store images and 4-D weights in channels-last memory format (helps convolutions: ResNet backbones, a ViT's patch embedding).
+    _C.CHANNELS_LAST = False
 
     _C.INPUT = CN()
     # Input (height, width) in pixels.
