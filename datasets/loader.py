@@ -179,15 +179,10 @@ class DataManager:
             raise ValueError(f"Batch size must be >= 1, got {batch_size}")
         transform = self.train_transform if is_train else self.test_transform
         dataset = ImageDataset(items, transform)
+        workers = {"num_workers": self.num_workers, "pin_memory": self.pin_memory}
         if not is_train:
-            return DataLoader(
-                dataset,
-                batch_size=batch_size,
-                shuffle=False,
-                num_workers=self.num_workers,
-                pin_memory=self.pin_memory,
-                persistent_workers=persistent and self.persistent_workers,
-            )
+            persistent = persistent and self.persistent_workers
+            return DataLoader(dataset, batch_size=batch_size, persistent_workers=persistent, **workers)
         sampler = EpochShuffleSampler(dataset, generator=self.train_generator)
         if get_world_size() > 1:
             return self._sharded_loader(dataset, sampler, batch_size)
@@ -196,11 +191,10 @@ class DataManager:
             batch_size=batch_size,
             sampler=sampler,
             generator=self.worker_generator,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
             # Dassl drops the last incomplete training batch when there is at least one full batch.
             drop_last=len(items) >= batch_size,
+            **workers,
         )
 
     def _sharded_loader(self, dataset: ImageDataset, sampler: EpochShuffleSampler, batch_size: int) -> DataLoader:
