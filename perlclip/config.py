@@ -47,6 +47,9 @@ PER_RUN_KEYS = (
     "DATASET.NUM_SHOTS",
     "DATASET.SUBSAMPLE_CLASSES",
     "DATALOADER.NUM_WORKERS",
+    "DATALOADER.PERSISTENT_WORKERS",
+    "COMPILE",
+    "CHANNELS_LAST",
     "TRAIN.PRINT_FREQ",
     "VERBOSE",
 )
@@ -77,6 +80,10 @@ def _base_defaults() -> CN:
     _C.CACHE_DIR = ""
     # Store frozen image features under CACHE_DIR/features and reuse them across runs (trainers/feature_cache.py).
     _C.FEATURE_CACHE = True
+    # Compile the trainer's model with torch.compile (first batches are slow while it compiles; tools/bench.py measures it).
+    _C.COMPILE = False
+    # Store images and 4-D weights in channels-last memory format (helps convolutions: ResNet backbones, a ViT's patch embedding).
+    _C.CHANNELS_LAST = False
 
     _C.INPUT = CN()
     # Input (height, width) in pixels.
@@ -105,10 +112,12 @@ def _base_defaults() -> CN:
     _C.DATASET.SUBSAMPLE_CLASSES = "all"
 
     _C.DATALOADER = CN()
-    # Worker processes for image loading; 0 loads in the main process.
-    _C.DATALOADER.NUM_WORKERS = 4
+    # Worker processes for image loading; 0 loads in the main process, -1 picks min(8, CPUs per local process - 1).
+    _C.DATALOADER.NUM_WORKERS = -1
     # Pin host memory for faster copies to the GPU (ignored on CPU).
     _C.DATALOADER.PIN_MEMORY = True
+    # Keep the training and validation loaders' workers alive between epochs (no start-up cost per epoch).
+    _C.DATALOADER.PERSISTENT_WORKERS = True
     _C.DATALOADER.TRAIN_X = CN()
     # Training batch size.
     _C.DATALOADER.TRAIN_X.BATCH_SIZE = 32

@@ -81,3 +81,53 @@ def test_gradients_reach_only_the_module(tiny_backbone):
 def test_invalid_settings_named(tiny_backbone, kwargs, message):
     with pytest.raises(ValueError, match=message):
         _model(tiny_backbone, **kwargs)
+
+
+def _count_block_passes(backbone, run) -> int:
+    """Return the image-block passes (images x vision blocks) that `run()` makes, via forward hooks."""
+    counts: list[int] = []
+    blocks = backbone.model.visual.transformer.resblocks
+    handles = [block.register_forward_hook(lambda module, args, out: counts.append(args[0].shape[0])) for block in blocks]
+    try:
+        run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return sum(counts)
+
+
+@pytest.mark.parametrize(
+    ("inject_layer", "steps", "reuse", "passes"),
+    [(6, 3, True, 30), (6, 3, False, 48), (0, 1, True, 24), (11, 2, True, 14), (11, 2, False, 36)],
+)
+def test_block_passes_counted_in_evaluation(tiny_backbone, inject_layer, steps, reuse, passes):
+    model = _model(tiny_backbone, inject_layer=inject_layer, steps=steps, reuse_prefix=reuse).eval()
+    images = torch.randn(3, 3, 224, 224)
+    with torch.no_grad():
+        counted = _count_block_passes(tiny_backbone, lambda: model(images))
+    assert counted == 3 * passes
+    assert model.vision_block_passes() == passes
+
+
+def test_block_passes_counted_in_training_step(tiny_backbone):
+    images, labels = torch.randn(2, 3, 224, 224), torch.tensor([0, 1])
+    counted = {}
+    for reuse in (True, False):
+        model = _model(tiny_backbone, reuse_prefix=reuse).train()
+        counted[reuse] = _count_block_passes(
+            tiny_backbone, lambda model=model: F.cross_entropy(model(images)[-1], labels).backward()
+        )
+    # 6 blocks below the injection block once, the 6 above it once per step plus once for the
+    # frozen step-1 condition, against 12 blocks 4 times.
+    assert counted == {True: 2 * 30, False: 2 * 48}
+
+
+def test_prefix_reuse_gives_identical_gradients(tiny_backbone):
+    images, labels = torch.randn(2, 3, 224, 224), torch.tensor([0, 1])
+    gradients = {}
+    for reuse in (True, False):
+        model = _model(tiny_backbone, reuse_prefix=reuse).train()
+        F.cross_entropy(model(images)[-1], labels).backward()
+        gradients[reuse] = [p.grad for p in model.reasoning_module.parameters()]
+    for with_reuse, without_reuse in zip(gradients[True], gradients[False], strict=True):
+        assert torch.equal(with_reuse, without_reuse)

@@ -163,6 +163,7 @@ class TrainerBase:
         self.backbone.to(self.device)
         self.scaler = self._build_scaler()
         self._check_trainable()
+        self._apply_speed_options()
 
     # ---- hooks a trainer overrides ----------------------------------------------------------------
 
@@ -265,6 +266,21 @@ class TrainerBase:
         if stray:
             raise RuntimeError(f"{self.name}: trainable parameters outside any registered model: {stray[:3]}")
 
+    def _apply_speed_options(self) -> None:
+        """Apply CHANNELS_LAST and COMPILE: the same computation, faster where the kernels allow it.
+
+        NOTE: compiled and channels-last kernels may round differently from the eager ones, so
+        logits can differ in the last bits.
+        """
+        if self.cfg.CHANNELS_LAST:
+            # Converts only 4-D weights (convolutions); the backbone is shared by the trainer's modules.
+            self.backbone.to(memory_format=torch.channels_last)
+            self.model.to(memory_format=torch.channels_last)
+        if self.cfg.COMPILE:
+            # In place, so module names and checkpoint keys do not change; `self.model(...)` runs compiled,
+            # other methods of the model (such as `logits_from_features`) run eagerly.
+            self.model.compile()
+
     # ---- precision --------------------------------------------------------------------------------
 
     def _resolve_precision(self) -> str:
@@ -342,6 +358,8 @@ class TrainerBase:
 
     def parse_batch_train(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
         images = batch["img"].to(self.device, non_blocking=True)
+        if self.cfg.CHANNELS_LAST and images.dim() == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
         labels = torch.as_tensor(batch["label"]).to(self.device, non_blocking=True)
         return images, labels
 
@@ -448,9 +466,13 @@ class TrainerBase:
         """The run's feature cache (disk entries under the cache folder unless FEATURE_CACHE is False)."""
         if self._feature_cache is None:
             root = cache_root(self.cfg.CACHE_DIR) / "features" if self.cfg.FEATURE_CACHE else None
-            workers = int(self.cfg.DATALOADER.NUM_WORKERS)
-            self._feature_cache = FeatureCache(self.backbone, self.device, root, num_workers=workers)
+            self._feature_cache = FeatureCache(self.backbone, self.device, root, num_workers=self.dm.num_workers)
         return self._feature_cache
+
+    @feature_cache.setter
+    def feature_cache(self, cache: FeatureCache) -> None:
+        """Use `cache` in place of the one built from the config (tools/bench.py passes an empty folder)."""
+        self._feature_cache = cache
 
     def _evaluate_features(self, split: str) -> EvalResult:
         """Evaluate from the split's cached image features, in chunks of the test batch size."""

@@ -154,6 +154,8 @@ class FeatureCache:
         self.num_workers = int(num_workers)
         self.hits = 0
         self.misses = 0
+        # Images run through the image encoder by this object (tools/bench.py reports the count).
+        self.encoded_images = 0
         # Features of the evaluation splits stay in memory for the run (validation is read every epoch).
         self._memory: dict[str, Tensor] = {}
 
@@ -297,6 +299,7 @@ class FeatureCache:
         features = torch.cat(chunks) if chunks else torch.empty(0, self.backbone.embed_dim)
         if features.shape[0] != num_images:
             raise RuntimeError(f"The loader of the {description} gave {features.shape[0]} images, expected {num_images}")
+        self.encoded_images += num_images
         logger.info("Encoded the %s in %.1f s", description, time.time() - start)
         return features
 
