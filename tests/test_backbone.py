@@ -78,6 +78,7 @@ def test_local_state_dict_fp16_means_openai(tmp_path: Path):
     assert load_backbone("test-tiny-vit", str(fp32)).info.quick_gelu is False
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")
 def test_torchscript_file_loads_with_quick_gelu(tmp_path: Path):
     source = load_backbone("test-tiny-vit", "none", quick_gelu="true")
     scripted = torch.jit.trace_module(source.model, {"encode_image": torch.zeros(1, 3, 224, 224)})
