@@ -49,6 +49,20 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ["PERLCLIP_CACHE"] = previous
 
 
+@pytest.fixture
+def truncated_dtd_root(shared_data: Path, tmp_path: Path) -> Path:
+    """A data root whose DTD split file keeps only its first 30 training entries (one class)."""
+    import json
+
+    root = tmp_path / "truncated"
+    (root / "dtd").mkdir(parents=True)
+    (root / "dtd" / "images").symlink_to(shared_data / "dtd" / "images")
+    split = json.loads((shared_data / "dtd" / "split_zhou_DescribableTextures.json").read_text())
+    split["train"] = split["train"][:30]
+    (root / "dtd" / "split_zhou_DescribableTextures.json").write_text(json.dumps(split))
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_backbone():
     """A randomly initialised `test-tiny-vit` backbone (seeded, shared by tests that only read it)."""

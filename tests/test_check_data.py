@@ -134,18 +134,10 @@ def test_tool_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture):
     assert capsys.readouterr().out.rstrip().endswith("unusable: food101")
 
 
-def test_truncated_split_unusable(shared_data: Path, tmp_path: Path):
-    import json
-
+def test_truncated_split_unusable(truncated_dtd_root: Path):
     from perlclip.datasets.check import check_dataset
     from perlclip.datasets.dtd import DescribableTextures
 
-    root = tmp_path / "root"
-    (root / "dtd").mkdir(parents=True)
-    (root / "dtd" / "images").symlink_to(shared_data / "dtd" / "images")
-    split = json.loads((shared_data / "dtd" / "split_zhou_DescribableTextures.json").read_text())
-    split["train"] = split["train"][:30]
-    (root / "dtd" / "split_zhou_DescribableTextures.json").write_text(json.dumps(split))
-    report = check_dataset(DescribableTextures, root, quick=True)
+    report = check_dataset(DescribableTextures, truncated_dtd_root, quick=True)
     assert not report.usable
     assert any("have no training images" in problem for problem in report.problems)
