@@ -20,9 +20,11 @@ def test_folders_install_under_perlclip():
 
 
 def test_hugging_face_datasets_still_imports(tmp_path: Path):
-    if importlib.util.find_spec("datasets") is None:
+    # A fresh interpreter outside the repository, as a user's script would run. (Inside the
+    # repository root, `python -m` puts the root on sys.path, where `datasets/` is this project's.)
+    probe = "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('datasets') else 3)"
+    if subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, timeout=120).returncode == 3:
         pytest.skip("Hugging Face `datasets` is not installed in this environment")
-    # A fresh interpreter outside the repository, as a user's script would run.
     code = (
         "import datasets, perlclip.datasets\n"
         "assert hasattr(datasets, 'load_dataset'), datasets.__file__\n"
