@@ -33,7 +33,7 @@ class ConfigError(PerlclipError, ValueError):
     """An invalid configuration key or value."""
 
 
-# Keys that differ between the seeds and phases of one recipe, or that only say where and how a
+# Keys that differ between the seeds and phases of one recipe, or that only set where and how a
 # run executes. `recipe_hash` leaves them out so that runs of one recipe group together.
 PER_RUN_KEYS = (
     "SEED",
@@ -102,7 +102,7 @@ def _base_defaults() -> CN:
     _C.INPUT.NO_TRANSFORM = False
 
     _C.DATASET = CN()
-    # Folder that holds the dataset folders; empty means the DATA environment variable.
+    # Folder that contains the dataset folders; empty means the DATA environment variable.
     _C.DATASET.ROOT = ""
     # Dataset name, as registered (Dassl's class names such as "DescribableTextures" also work).
     _C.DATASET.NAME = ""

@@ -32,10 +32,13 @@ def test_perl_end_to_end_on_dtd(shared_data: Path, tmp_path: Path):
     out = tmp_path / "perl"
     results = _run("PERL", shared_data, out, shots=4, seed=1)
 
-    assert results["trainer"] == "PERL" and results["dataset"] == "DescribableTextures"
-    assert results["num_test"] == 360 and results["num_classes"] == 10
+    assert results["trainer"] == "PERL"
+    assert results["dataset"] == "DescribableTextures"
+    assert results["num_test"] == 360
+    assert results["num_classes"] == 10
     assert results["trainable_params"] == 4 * 48 + 4 + 4 * 96 + 96  # tiny widths: embed 48, vision 96
-    assert results["random_init"] is True and results["pretrained"] == "none"
+    assert results["random_init"] is True
+    assert results["pretrained"] == "none"
     assert set(results["extra_accuracy"]) == {"step_1", "step_2", "step_3"}
     assert results["extra_accuracy"]["step_3"] == results["accuracy"]
     assert results["fewshot_counts"] == {name: 4 for name in results["per_class_accuracy"]}
@@ -54,15 +57,19 @@ def test_perl_end_to_end_on_dtd(shared_data: Path, tmp_path: Path):
     # Eval-only reload of the checkpoint reproduces the accuracy and every prediction.
     again = _run("PERL", shared_data, tmp_path / "perl_eval", shots=4, seed=None, eval_only=True, model_dir=out)
     assert again["accuracy"] == results["accuracy"]
-    assert again["seed"] == 1 and again["recipe_hash"] == results["recipe_hash"]
+    assert again["seed"] == 1
+    assert again["recipe_hash"] == results["recipe_hash"]
     assert np.array_equal(np.load(tmp_path / "perl_eval" / "predictions.npz")["predictions"], predictions["predictions"])
 
 
 def test_coop_base_to_new_on_dtd(shared_data: Path, tmp_path: Path):
     base = _run("CoOp", shared_data, tmp_path / "base", shots=2, subsample="base")
-    assert base["num_classes"] == 5 and base["num_test"] == 180 and base["trainable_params"] == 16 * 64
+    assert base["num_classes"] == 5
+    assert base["num_test"] == 180
+    assert base["trainable_params"] == 16 * 64
     new = _run("CoOp", shared_data, tmp_path / "new", shots=2, subsample="new", eval_only=True, model_dir=tmp_path / "base")
-    assert new["num_classes"] == 5 and new["subsample"] == "new"
+    assert new["num_classes"] == 5
+    assert new["subsample"] == "new"
     assert new["model_dir"] == str((tmp_path / "base").resolve())
 
 
@@ -115,7 +122,8 @@ def test_dassl_coop_checkpoint_evaluates(shared_data: Path, tmp_path: Path):
         {"ctx": ctx, "token_prefix": torch.zeros(47, 1, 64), "token_suffix": torch.zeros(47, 60, 64)},
     )
     results = _run("CoOp", shared_data, tmp_path / "eval", shots=1, eval_only=True, model_dir=model_dir, load_epoch=50)
-    assert results["num_test"] == 360 and results["seed"] == 1
+    assert results["num_test"] == 360
+    assert results["seed"] == 1
 
     with pytest.raises(CheckpointError, match=r"model.pth.tar-7 \(epochs in .*: 50\); check --load-epoch"):
         _run("CoOp", shared_data, tmp_path / "eval7", shots=1, eval_only=True, model_dir=model_dir, load_epoch=7)
@@ -160,7 +168,9 @@ def test_cli_train_and_help(shared_data: Path, tmp_path: Path, capsys: pytest.Ca
     with pytest.raises(SystemExit):
         train_tool.parse_args(["--help"])
     help_text = capsys.readouterr().out
-    assert "PERL" in help_text and "ZeroshotCLIP" in help_text and "oxford_pets" in help_text
+    assert "PERL" in help_text
+    assert "ZeroshotCLIP" in help_text
+    assert "oxford_pets" in help_text
 
     out = tmp_path / "cli"
     argv = ["--trainer", "zeroshotclip", "--dataset-config", "dtd", "--root", str(shared_data), "--seed", "0",
