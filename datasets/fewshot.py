@@ -2,7 +2,7 @@
 
 Dassl's rule, for one seed and K shots: seed Python's `random` with the seed, group the train
 items by label in the order in which labels first appear, and call `random.sample(group, K)` on
-each group in that order; then do the same for the val items with `min(K, 4)` shots, continuing
+each group in that order. Then do the same for the val items with `min(K, 4)` shots, continuing
 the same random stream. A class with fewer than K items keeps all of them (Dassl does this
 silently; perlclip logs a warning and records the counts).
 

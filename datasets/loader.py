@@ -125,7 +125,7 @@ class DataManager:
     """The dataset plus its train, val and test loaders.
 
     The test loader is built on first use, so nothing reads test images before the final
-    evaluation asks for them.
+    evaluation requests them.
     """
 
     def __init__(self, cfg: CfgNode, dataset: DatasetBase | None = None, device: torch.device | None = None):

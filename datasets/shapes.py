@@ -1,12 +1,15 @@
 """`shapes`: a built-in dataset of procedurally drawn coloured shapes that needs no download.
 
-Sixteen classes ("red circle", "blue triangle", ...: four colours times four shapes), 40 train,
-10 val and 30 test images per class, drawn deterministically from a fixed seed and written once
-into the cache folder in the CoOp layout with a split file, so every protocol (few-shot,
-base/new) runs on it. Labels follow the colours first, so the base half holds the red and green
-classes and the new half the blue and yellow ones: new-class accuracy measures transfer to
-unseen colour words. With real CLIP weights zero-shot accuracy is far above chance; with random
-weights it is an offline smoke test.
+It has sixteen classes ("red circle", "blue triangle", ...: four colours times four shapes), with
+40 train, 10 val and 30 test images per class. The images are drawn deterministically from a fixed
+seed and written once into the cache folder in the CoOp layout with a split file, so every
+protocol (few-shot, base/new) runs on it. Labels follow the colours first, so the base half
+contains the red and green classes and the new half the blue and yellow ones. New-class accuracy
+therefore measures transfer to unseen colour words. With random weights it is an offline smoke
+test.
+
+NOTE: with real CLIP weights, zero-shot accuracy is expected to be far above chance, but this has
+not been measured, because no pretrained weights were available where the dataset was written.
 """
 
 from __future__ import annotations
@@ -146,7 +149,7 @@ class Shapes(DatasetBase):
 
     @classmethod
     def builtin_root(cls, cache_dir: Path) -> Path:
-        """Generate the images on first use and return the folder that holds them."""
+        """Generate the images on first use and return the folder that contains them."""
         try:
             return ensure_generated(Path(cache_dir)).parent
         except OSError as error:

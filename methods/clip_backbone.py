@@ -60,7 +60,7 @@ class BackboneError(PerlclipError, RuntimeError):
 
 @dataclass(frozen=True)
 class BackboneInfo:
-    """Where the backbone came from; recorded in every run's results."""
+    """Origin of the backbone (name, weights, QuickGELU), recorded in every run's results."""
 
     name: str
     open_clip_name: str
@@ -143,7 +143,7 @@ def _read_state_dict(path: Path) -> tuple[dict[str, Tensor], bool]:
     if isinstance(checkpoint, Mapping) and "state_dict" in checkpoint:
         checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, Mapping):
-        raise BackboneError(f"Weights file {path} holds a {type(checkpoint).__name__}, not a state dict")
+        raise BackboneError(f"Weights file {path} contains a {type(checkpoint).__name__}, not a state dict; pass a state dict or OpenAI's TorchScript file")
     state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in checkpoint.items()}
     openai_like = any(k in state for k in _OPENAI_EXTRA_KEYS) or any(
         isinstance(v, Tensor) and v.dtype == torch.float16 for v in state.values()

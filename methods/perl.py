@@ -1,9 +1,9 @@
 """PERL: "Parameter Efficient Reasoning in CLIP Latent Space" (2026, arXiv 2605.18464).
 
-Only the abstract is public. It states: a frozen CLIP; a compact reasoning module whose weights
-are shared across recurrent refinement steps; at each step the module generates a latent
+Only the abstract is public. It describes a frozen CLIP and a compact reasoning module whose
+weights are shared across recurrent refinement steps. At each step the module generates a latent
 reasoning token conditioned on the current representation and injects it into an intermediate
-encoder layer, refining the layers above it; about 6K trainable parameters.
+encoder layer, which refines the layers above it. The module has about 6K trainable parameters.
 
 Everything else is a choice made here, each exposed as a `TRAINER.PERL` key (trainers/perl.py):
 

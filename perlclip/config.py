@@ -2,7 +2,7 @@
 
 Keys keep the names users already have in their CoOp, CoCoOp, MaPLe and PromptSRC YAML files, so
 those recipe files load unchanged. Each trainer declares its own `TRAINER.<NAME>` node in its own
-module with `register_trainer_node`; a resolved config carries only the node of the trainer that
+module with `register_trainer_node`. A resolved config carries only the node of the trainer that
 runs, so adding a trainer never changes another trainer's `config_hash` or `recipe_hash`.
 
 Merge order (later wins): defaults -> dataset config -> trainer recipe -> command-line flags ->
@@ -429,8 +429,8 @@ def config_hash(cfg: CN) -> str:
 def recipe_hash(cfg: CN, exclude: Iterable[str] = ()) -> str:
     """Return a hash of the config without per-run keys (`PER_RUN_KEYS`), shared by a recipe's seeds.
 
-    The dataset name is a per-run key, so one recipe has one hash on every dataset; `exclude`
-    leaves out more keys (those a method's per-dataset recipes set differently).
+    The dataset name is a per-run key, so one recipe has one hash on every dataset. `exclude`
+    leaves out more keys: those that a method's per-dataset recipes set differently.
     """
     flat = flatten(to_plain(cfg))
     skipped = set(PER_RUN_KEYS) | set(exclude)

@@ -9,7 +9,7 @@ Nothing here wraps a model in `DataParallel` or `DistributedDataParallel`, so th
 keep their names and state-dict keys.
 
 Outside `torchrun` (no `WORLD_SIZE` above 1 in the environment) every function here is a no-op
-or returns the single-process answer.
+or returns the single-process result.
 """
 
 from __future__ import annotations

@@ -6,4 +6,4 @@ and keeps its traceback.
 
 
 class PerlclipError(Exception):
-    """An error whose message tells the user what to change."""
+    """An error whose message names the invalid input and what to change."""

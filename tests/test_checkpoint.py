@@ -43,7 +43,8 @@ def test_ours_round_trip_weights_only(tmp_path: Path):
     path = tmp_path / "prompt_learner" / "model.pth.tar-3"
     save_checkpoint(path, {"state_dict": {"ctx": torch.arange(6.0).view(2, 3)}, "epoch": 3, "scheduler": {"epoch": 3}})
     loaded = torch.load(path, weights_only=True)
-    assert loaded["epoch"] == 3 and torch.equal(loaded["state_dict"]["ctx"], torch.arange(6.0).view(2, 3))
+    assert loaded["epoch"] == 3
+    assert torch.equal(loaded["state_dict"]["ctx"], torch.arange(6.0).view(2, 3))
     assert not list(path.parent.glob("*.tmp"))
 
 

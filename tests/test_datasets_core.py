@@ -38,7 +38,8 @@ def test_shapes_base_new_halves_split_colours(private_cache: Path):
     assert base.classnames == class_list()[:8]
     assert new.classnames == class_list()[8:]
     assert {d.label for d in new.test} == set(range(8))
-    assert len(base.train_x) == 16 and len(base.val) == 16
+    assert len(base.train_x) == 16
+    assert len(base.val) == 16
 
 
 def test_dtd_subset_real_split(shared_data: Path, private_cache: Path):
@@ -99,7 +100,8 @@ def test_unreadable_image_named(tmp_path: Path):
 def test_every_mode_becomes_rgb(mode: str):
     image = Image.new("RGB", (8, 6), (200, 100, 50)).convert(mode)
     rgb = to_rgb(image)
-    assert rgb.mode == "RGB" and rgb.size == (8, 6)
+    assert rgb.mode == "RGB"
+    assert rgb.size == (8, 6)
 
 
 def test_sixteen_bit_rescaled_not_clipped():

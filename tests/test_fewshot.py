@@ -68,7 +68,7 @@ def test_small_class_keeps_all_and_warns(caplog: pytest.LogCaptureFixture):
     assert "Class 'a' (label 0) has 2 images, fewer than the 4 shots" in caplog.text
 
 
-def test_val_from_train_is_disjoint_and_keeps_training_draw(splits_dir: Path):
+def test_val_from_train_disjoint(splits_dir: Path):
     train, val, _ = read_split(splits_dir / "split_zhou_Caltech101.json")
     expected_train, _ = dassl_reference(train, [], 16, 1)
     train_sel, val_sel = sample_few_shot(train, [], 16, 1, val_from_train=True)
@@ -87,12 +87,14 @@ def test_val_from_train_is_disjoint_and_keeps_training_draw(splits_dir: Path):
 def test_cache_written_and_keyed_by_items(tmp_path: Path, splits_dir: Path):
     train, val, _ = read_split(splits_dir / "split_zhou_DescribableTextures.json")
     first = select_few_shot(train, val, 2, 1, cache_dir=tmp_path, dataset_name="DTD")
-    assert first.cache_path is not None and first.cache_path.is_file()
+    assert first.cache_path is not None
+    assert first.cache_path.is_file()
     cached = json.loads(first.cache_path.read_text())
     assert cached["train"] == [list(item) for item in first.train]
 
     again = select_few_shot(train, val, 2, 1, cache_dir=tmp_path, dataset_name="DTD")
-    assert again.cache_path == first.cache_path and again.train == first.train
+    assert again.cache_path == first.cache_path
+    assert again.train == first.train
 
     changed = select_few_shot(train[1:], val, 2, 1, cache_dir=tmp_path, dataset_name="DTD")
     assert changed.cache_path != first.cache_path

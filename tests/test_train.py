@@ -107,7 +107,7 @@ def test_resume_matches_uninterrupted_run(shared_data: Path, tmp_path: Path, mon
 def test_finished_run_needs_force(shared_data: Path, tmp_path: Path):
     out = tmp_path / "zs"
     first = _run("ZeroshotCLIP", shared_data, out, shots=1)
-    with pytest.raises(RunError, match="already holds a finished run.*--force"):
+    with pytest.raises(RunError, match="already contains a finished run.*--force"):
         _run("ZeroshotCLIP", shared_data, out, shots=1)
     second = _run("ZeroshotCLIP", shared_data, out, shots=1, force=True)
     assert second["accuracy"] == first["accuracy"]

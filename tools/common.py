@@ -20,7 +20,7 @@ def user_message(error: BaseException) -> str:
     """Return the error's message without the worker traceback PyTorch's DataLoader puts around it.
 
     An exception raised in a loader worker is raised again in the main process with the worker's
-    whole traceback as its message; its last line holds the original message.
+    whole traceback as its message; its last line is the original message.
     """
     message = str(error)
     if message.startswith("Caught ") and "Traceback" in message:

@@ -74,7 +74,7 @@ _EVAL_DROPPED_PREFIXES = ("DATASET.", "OUTPUT_DIR", "SEED", "DEVICE", "USE_CUDA"
 
 
 class RunError(PerlclipError, RuntimeError):
-    """A run that cannot start: its folder holds a finished or unfinished run, or inputs are missing."""
+    """A run that cannot start: its folder contains a finished or unfinished run, or inputs are missing."""
 
 
 def configs_dir() -> Path:
@@ -265,12 +265,12 @@ def _prepare_output_dir(output_dir: Path, trainer_cls: type[TrainerBase], resume
     partial = any(checkpoint_epochs(p) for p in output_dir.iterdir() if p.is_dir()) if output_dir.is_dir() else False
     if finished and not force:
         raise RunError(
-            f"{output_dir} already holds a finished run ({RESULTS_FILE}). Pass --force to replace it, or "
+            f"{output_dir} already contains a finished run ({RESULTS_FILE}). Pass --force to replace it, or "
             f"--output-dir to write elsewhere."
         )
     if partial and not (resume or force) and not eval_only:
         raise RunError(
-            f"{output_dir} holds an unfinished run (checkpoints {CHECKPOINT_PREFIX}N, no {RESULTS_FILE}). "
+            f"{output_dir} contains an unfinished run (checkpoints {CHECKPOINT_PREFIX}N, no {RESULTS_FILE}). "
             f"Pass --resume to continue it or --force to start over."
         )
     if force and output_dir.is_dir():

@@ -297,8 +297,8 @@ class TrainerBase:
     def autocast_dtype(self) -> torch.dtype | None:
         """The autocast dtype on GPU (bf16 where supported, else fp16), or None for fp32.
 
-        CoOp's "fp16" cast the weights to half precision; here both "fp16" and "amp" keep fp32
-        master weights and autocast the computation, which is safer and as fast.
+        CoOp's "fp16" cast the weights to half precision. Here both "fp16" and "amp" keep fp32
+        master weights and autocast the computation, so small updates are not lost to fp16 rounding.
         """
         if self.precision == "fp32":
             return None

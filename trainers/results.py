@@ -1,4 +1,4 @@
-"""What a finished run writes: results.json, predictions.npz and the Dassl-style accuracy lines."""
+"""Outputs of a finished run: results.json, predictions.npz and the Dassl-style accuracy lines."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def measure_inference_gflops(trainer: Any) -> float:
 
 
 def dassl_summary_lines(result: EvalResult) -> list[str]:
-    """The lines Dassl prints after a test, so that users' existing log parsers keep working."""
+    """Return the lines Dassl prints after a test, so that users' existing log parsers keep working."""
     correct = int((result.predictions == result.labels).sum())
     return [
         "=> result",

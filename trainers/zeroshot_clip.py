@@ -47,7 +47,7 @@ class ZeroshotModel(nn.Module):
 
 
 def dataset_templates(dataset, ensemble: bool) -> list[str]:
-    """The dataset's template, or CoOp's ensemble (7 templates, plus the dataset's except ImageNet's)."""
+    """Return the dataset's template, or CoOp's ensemble (7 templates, plus the dataset's except ImageNet's)."""
     if not ensemble:
         return [dataset.template]
     templates = list(ENSEMBLE_TEMPLATES)
